@@ -1,0 +1,274 @@
+"""Configuration: frozen dataclasses with validation, documented fields and a YAML round trip.
+
+Every field carries its documentation in ``metadata["help"]``; the CLI's ``--help``, the run
+notebook and the saved ``config.yaml`` of every result are built from it. Defaults are the
+paper's (GLSCL, MSR-VTT, ViT-B/32) unless a field says otherwise.
+
+Errors are one line and name the field::
+
+    >>> ModelConfig(num_queries=0)
+    ConfigError: model.num_queries = 0 is out of range: must be >= 1
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field."""
+
+
+def _field(default: Any, help: str, *, choices: tuple | None = None,
+           min: float | None = None, max: float | None = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": min, "max": max}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults are not allowed in frozen configs")
+    return field(default=default, metadata=meta)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return (isinstance(value, tuple) and len(value) == len(args)
+                and all(_type_ok(v, a) for v, a in zip(value, args)))
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+class _Section:
+    """Validation shared by every config section (fields checked in ``__post_init__``)."""
+
+    section: typing.ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            name = f"{self.section}.{f.name}" if self.section else f.name
+            tp = hints[f.name]
+            if isinstance(value, list) and typing.get_origin(tp) is tuple:
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            if tp is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                object.__setattr__(self, f.name, value)
+            if not _type_ok(value, tp):
+                raise ConfigError(f"{name} = {value!r} has type {type(value).__name__}; expected {_type_name(tp)}")
+            meta = f.metadata
+            if meta.get("choices") is not None and value not in meta["choices"]:
+                raise ConfigError(f"{name} = {value!r} is not one of {list(meta['choices'])}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if meta.get("min") is not None and value < meta["min"]:
+                    raise ConfigError(f"{name} = {value!r} is out of range: must be >= {meta['min']}")
+                if meta.get("max") is not None and value > meta["max"]:
+                    raise ConfigError(f"{name} = {value!r} is out of range: must be <= {meta['max']}")
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks; override in a section."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.section or cls.__name__}: expected a mapping, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                where = f"{cls.section}." if cls.section else ""
+                raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(known)}")
+            tp = hints[key]
+            if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+                value = tp.from_dict(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, _Section):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """The backbone and the GLSCL head."""
+
+    section: typing.ClassVar[str] = "model"
+
+    backbone: str = _field("ViT-B-32", "open_clip model name (any registered name, or a tiny config shipped in glscl/model_configs, e.g. 'glscl-tiny').")
+    pretrained: Optional[str] = _field("openai", "None (random init), an open_clip tag ('openai'), a local checkpoint file, or 'local-dir:<folder>'.")
+    compact_vocab: bool = _field(False, "Map open_clip's 49,408 BPE ids onto the small vocabulary of the dataset (order-preserving); much faster for small worlds.")
+    num_frames: int = _field(12, "T: frames sampled per video (paper: 12; 64 for DiDeMo/ActivityNet).", min=1)
+    max_words: int = _field(32, "L: text context length in tokens, start and end tokens included (paper: 32).", min=4)
+    temporal_layers: int = _field(4, "Layers of the temporal transformer over frame embeddings (0 disables it).", min=0)
+    temporal_heads: int = _field(8, "Attention heads of the temporal transformer.", min=1)
+    global_tau: float = _field(3.0, "tau of the global interaction: w_f = softmax_f(t . v_f / tau) (paper 3, LSMDC 5).", min=1e-6)
+    global_normalize: bool = _field(False, "L2-normalise t and v_f before the global weights (then tau near 0.1 is sensible); the paper uses raw features.")
+    num_queries: int = _field(8, "K: learnable queries of the local interaction module.", min=1)
+    decoder_layers: int = _field(3, "Layers of the local interaction decoder.", min=1)
+    decoder_heads: int = _field(8, "Attention heads of the local interaction decoder.", min=1)
+    shared_queries: bool = _field(True, "One set of K queries for both modalities (paper) or one per modality.")
+    shared_decoder: bool = _field(True, "One decoder for both modalities (paper) or one per modality.")
+    local_weight: float = _field(0.5, "lambda in S = S_g + lambda * S_l.", min=0.0)
+    interaction: str = _field("both", "Which similarity is used: 'global' (S_g), 'local' (S_l) or 'both' (S_g + lambda S_l); 'mean' = CLIP4Clip mean pooling baseline.", choices=("global", "local", "both", "mean"))
+    dropout: float = _field(0.1, "Dropout inside the temporal transformer and the decoder.", min=0.0, max=1.0)
+    freeze_backbone: bool = _field(False, "Keep the CLIP backbone frozen (required when training from the feature cache).")
+
+
+@dataclass(frozen=True)
+class LossConfig(_Section):
+    """Contrastive loss plus the two query regularisers (ICL and IDL)."""
+
+    section: typing.ClassVar[str] = "loss"
+
+    variant: str = _field("paper", "'paper': ICL/IDL with the paper's meaning; 'released': the released code's formulas (names swapped there).", choices=("paper", "released"))
+    icl_weight: float = _field(0.1, "Weight of the Inter-Consistency Loss (matched visual and textual query k pulled together).", min=0.0)
+    idl_weight: float = _field(0.1, "Weight of the Intra-Diversity Loss (the K query outputs of one modality pushed apart).", min=0.0)
+    released_margin: float = _field(0.1, "'released' variant: margin of the ranking loss on the video query cosine matrix.", min=0.0)
+    released_beta: float = _field(0.02, "'released' variant: beta of the per-query consistency term.", min=0.0)
+    released_target: float = _field(0.75, "'released' variant: target cosine of the per-query consistency term.", min=-1.0, max=1.0)
+    mask_false_negatives: bool = _field(True, "Exclude in-batch pairs whose captions are identical from the negatives.")
+    max_logit_scale: float = _field(100.0, "Clamp of CLIP's learned logit scale exp(s).", min=1.0)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """Which dataset, where it lives and how frames are sampled."""
+
+    section: typing.ClassVar[str] = "data"
+
+    dataset: str = _field("world", "Dataset adapter: world, msrvtt, msvd, didemo, lsmdc, activitynet.", choices=("world", "msrvtt", "msvd", "didemo", "lsmdc", "activitynet"))
+    root: str = _field("data/world", "Folder holding the dataset's native annotation files (and videos/).")
+    video_dir: Optional[str] = _field(None, "Folder of the video files if not <root>/videos.")
+    sample_fps: float = _field(1.0, "Decode at this rate before picking T frames uniformly (paper: 1 fps).", min=1e-3)
+    augment: bool = _field(True, "Train-time augmentation, the same draw for every frame of a clip.")
+    skip_bad: bool = _field(False, "Skip (and count) bad items instead of stopping with an error.")
+    val_size: int = _field(100, "Videos carved from train for validation when the dataset ships no validation split.", min=1)
+    num_workers: int = _field(2, "DataLoader worker processes.", min=0)
+    cache_dir: Optional[str] = _field(None, "Feature cache folder; None trains end to end (decoding + backbone).")
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Optimisation (released scripts' values by default)."""
+
+    section: typing.ClassVar[str] = "train"
+
+    epochs: int = _field(5, "Training epochs.", min=1)
+    batch_size: int = _field(128, "Global batch size (split across processes).", min=2)
+    lr: float = _field(1e-4, "Learning rate of the new modules (temporal transformer, queries, decoder).", min=0.0)
+    backbone_lr_coef: float = _field(1e-3, "Backbone lr = lr x this coefficient (paper: 1e-7 = 1e-4 x 1e-3).", min=0.0)
+    weight_decay: float = _field(0.2, "AdamW weight decay (not applied to biases, norms, embeddings, logit scale).", min=0.0)
+    betas: tuple[float, float] = _field((0.9, 0.98), "AdamW betas.")
+    eps: float = _field(1e-6, "AdamW epsilon.", min=0.0)
+    warmup: float = _field(0.1, "Fraction of the steps spent in linear warm-up before the cosine decay.", min=0.0, max=1.0)
+    grad_clip: float = _field(1.0, "Gradient-norm clipping (0 disables).", min=0.0)
+    seed: int = _field(42, "Random seed (weights, data order, augmentation).")
+    amp: str = _field("auto", "Mixed precision on CUDA: 'auto' (bf16 if supported), 'bf16', 'fp16', 'off'. Always off on CPU.", choices=("auto", "bf16", "fp16", "off"))
+    eval_every: int = _field(1, "Validate every N epochs; the best checkpoint is chosen on the validation split.", min=1)
+    max_steps: int = _field(0, "Stop after this many steps (0 = all epochs); for smoke tests.", min=0)
+    time_budget: float = _field(0.0, "Stop training after this many seconds, schedule included (0 = no budget).", min=0.0)
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """Everything one run needs; saved as config.yaml beside every result."""
+
+    section: typing.ClassVar[str] = ""
+
+    name: str = _field("run", "Name of the run (its results folder is <out_dir>/<name>).")
+    out_dir: str = _field("runs", "Where results folders are written.")
+    device: str = _field("auto", "'auto' (cuda if available), 'cpu' or 'cuda[:i]'.")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The backbone and the GLSCL head."})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Losses."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
+    """Return ``cfg`` with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"override '{text}' is not of the form section.key=value")
+            key, raw = text.split("=", 1)
+            items.append((key.strip(), yaml.safe_load(raw)))
+    data = cfg.to_dict()
+    for key, value in items:
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config key '{key}'")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key '{key}'")
+        node[parts[-1]] = value
+    return RunConfig.from_dict(data)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(dotted name, default, help) for every field, nested sections flattened."""
+    rows = []
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        v = getattr(inst, f.name)
+        if isinstance(v, _Section):
+            rows += describe(type(v), prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, v, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,122 @@
+"""Losses: the symmetric contrastive loss, ICL and IDL (the paper's meaning and the released code's).
+
+Notation: a batch of B matched (text, video) pairs; S (B x B) similarities, row = text,
+column = video; c^t, c^v (B x K x d) the unit-norm query outputs of the local interaction.
+
+The released code swaps the two names: what it calls "IDL" is a diversity term on the video
+queries and what it calls "ICL" is a consistency term. ``released_diversity`` and
+``released_consistency`` reproduce its formulas under names that say what they do, so the
+difference between the paper's meaning and the released code can be ablated.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+
+def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor, *, max_scale: float = 100.0,
+             same_caption: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over in-batch negatives.
+
+        s = min(exp(logit_scale), max_scale)
+        L = 1/2 [ CE_rows(s S, diag) + CE_cols(s S, diag) ]
+
+    ``logit_scale`` is CLIP's learned log-scale. ``same_caption`` (B x B bool) marks off-diagonal
+    pairs whose captions are identical (false negatives): they are removed from the softmax.
+    """
+    scale = logit_scale.exp().clamp(max=max_scale)
+    logits = scale * sim
+    if same_caption is not None:
+        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        logits = logits.masked_fill(same_caption & ~eye, float("-inf"))
+    target = torch.arange(sim.shape[0], device=sim.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def inter_consistency(text_queries: torch.Tensor, video_queries: torch.Tensor) -> torch.Tensor:
+    """ICL (paper meaning): pull visual query k towards textual query k of the matched pair.
+
+        L_ICL = 1/(B K) sum_b sum_k (1 - cos(c^v_bk, c^t_bk))
+
+    Zero when matched query outputs coincide; 2 when they are opposite.
+    """
+    return (1.0 - (F.normalize(text_queries, dim=-1) * F.normalize(video_queries, dim=-1)).sum(-1)).mean()
+
+
+def _off_diagonal_cos_sq(queries: torch.Tensor) -> torch.Tensor:
+    q = F.normalize(queries, dim=-1)
+    k = q.shape[1]
+    if k < 2:
+        return queries.new_zeros(())
+    cos = q @ q.transpose(1, 2)  # B x K x K
+    off = ~torch.eye(k, dtype=torch.bool, device=q.device)
+    return cos.pow(2)[:, off].mean()
+
+
+def intra_diversity(text_queries: torch.Tensor, video_queries: torch.Tensor) -> torch.Tensor:
+    """IDL (paper meaning): push the K query outputs of one modality apart, for both modalities.
+
+        D(c) = 1/(B K (K-1)) sum_b sum_{k != l} cos(c_bk, c_bl)^2
+        L_IDL = (D(c^v) + D(c^t)) / 2
+
+    0 for mutually orthogonal queries (its minimum), 1 for identical ones (its maximum). The square
+    makes orthogonality, not anti-alignment, the target (K > 2 vectors cannot all be opposite).
+    """
+    return 0.5 * (_off_diagonal_cos_sq(video_queries) + _off_diagonal_cos_sq(text_queries))
+
+
+def released_diversity(video_queries: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """The released code's "IDL" (a diversity term, video queries only).
+
+    C = batch mean of the K x K cosine matrices of c^v; a margin ranking loss asks every
+    diagonal entry to exceed every off-diagonal entry of its row by ``margin``:
+        L = 1/(K (K-1)) sum_{k != l} max(0, margin - (C_kk - C_kl))
+    """
+    q = F.normalize(video_queries, dim=-1)
+    k = q.shape[1]
+    if k < 2:
+        return video_queries.new_zeros(())
+    c = (q @ q.transpose(1, 2)).mean(0)
+    off = ~torch.eye(k, dtype=torch.bool, device=q.device)
+    gap = c.diagonal()[:, None] - c
+    return F.relu(margin - gap)[off].mean()
+
+
+def released_consistency(text_queries: torch.Tensor, video_queries: torch.Tensor, beta: float = 0.02,
+                         target: float = 0.75) -> torch.Tensor:
+    """The released code's "ICL" (a consistency term).
+
+        L = MSE(mean_b c^v_b, mean_b c^t_b) + beta * sum_k ( (sum_b cos(c^v_bk, c^t_bk)) / K - target )^2
+
+    The inner sum over the batch is divided by K, not by B, as in the released code (it looks
+    like a bug: the term then depends on the batch size).
+    """
+    k = text_queries.shape[1]
+    mse = F.mse_loss(video_queries.mean(0), text_queries.mean(0))
+    cos = F.cosine_similarity(video_queries, text_queries, dim=-1)  # B x K
+    return mse + beta * ((cos.sum(0) / k - target) ** 2).sum()
+
+
+def glscl_loss(sim: torch.Tensor, logit_scale: torch.Tensor, text_queries: torch.Tensor | None,
+               video_queries: torch.Tensor | None, cfg: LossConfig,
+               same_caption: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Total loss and its parts: L = InfoNCE + w_ICL * ICL + w_IDL * IDL (variant from ``cfg``).
+
+    Returns a dict with 'loss' (what is optimised) and each part, for logging.
+    """
+    parts = {"contrastive": info_nce(sim, logit_scale, max_scale=cfg.max_logit_scale,
+                                     same_caption=same_caption if cfg.mask_false_negatives else None)}
+    if text_queries is not None and video_queries is not None:
+        if cfg.variant == "paper":
+            parts["icl"] = inter_consistency(text_queries, video_queries)
+            parts["idl"] = intra_diversity(text_queries, video_queries)
+        else:
+            parts["icl"] = released_consistency(text_queries, video_queries, cfg.released_beta, cfg.released_target)
+            parts["idl"] = released_diversity(video_queries, cfg.released_margin)
+    total = parts["contrastive"]
+    if "icl" in parts:
+        total = total + cfg.icl_weight * parts["icl"] + cfg.idl_weight * parts["idl"]
+    parts["loss"] = total
+    return parts

@@ -1,0 +1,124 @@
+"""The GLSCL head: global and local interaction, masking, independence of the two encoders."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from glscl.config import ModelConfig
+from glscl.model import GLSCL, global_interaction_weights, global_similarity, local_similarity
+
+
+def small_cfg(**kw):
+    base = dict(num_frames=6, temporal_layers=1, temporal_heads=2, num_queries=3, decoder_layers=1,
+                decoder_heads=2, dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def test_global_interaction_matches_hand_computed_pooling():
+    t = torch.tensor([[1.0, 0.0]])
+    v = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    tau = 2.0
+    # hand: logits t.v_f / tau = [1, 0, 0.5]
+    e = [math.exp(1.0), math.exp(0.0), math.exp(0.5)]
+    w = [x / sum(e) for x in e]
+    vbar = [2 * w[0] + 0 * w[1] + 1 * w[2], 0 * w[0] + 1 * w[1] + 1 * w[2]]
+    expected = vbar[0] / math.hypot(*vbar)  # cos(t, vbar) with |t| = 1
+    got = global_similarity(t, v, mask, tau)
+    assert abs(got.item() - expected) < 1e-6
+    assert torch.allclose(global_interaction_weights(t, v, mask, tau)[0, 0], torch.tensor(w), atol=1e-6)
+
+
+def test_padded_frames_get_exactly_zero_weight_and_weights_renormalise():
+    t = torch.randn(2, 4)
+    v = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    w = global_interaction_weights(t, v, mask, 3.0)
+    assert torch.all(w[:, 0, 3:] == 0) and torch.all(w[:, 2, 1:] == 0)
+    assert torch.allclose(w.sum(-1), torch.ones(2, 3))
+    assert torch.allclose(w[:, 2, 0], torch.ones(2))
+    # the similarity equals a direct computation on the valid frames only
+    s = global_similarity(t, v, mask, 3.0)
+    for j, n in enumerate([3, 5, 1]):
+        ww = torch.softmax(t @ v[j, :n].T / 3.0, dim=-1)
+        vbar = ww @ v[j, :n]
+        assert torch.allclose(s[:, j], F.cosine_similarity(t, vbar, dim=-1), atol=1e-5)
+
+
+def test_global_interaction_module_has_no_parameters():
+    head = GLSCL(small_cfg(interaction="global", temporal_layers=0), width=8)
+    assert [n for n, _ in head.named_parameters()] == ["logit_scale"]
+
+
+def test_local_similarity_is_mean_of_per_query_cosines():
+    ct = F.normalize(torch.randn(2, 4, 5), dim=-1)
+    cv = F.normalize(torch.randn(3, 4, 5), dim=-1)
+    s = local_similarity(ct, cv)
+    for i in range(2):
+        for j in range(3):
+            expected = sum(F.cosine_similarity(ct[i, k], cv[j, k], dim=0) for k in range(4)) / 4
+            assert abs(s[i, j].item() - expected.item()) < 1e-5
+
+
+def test_text_queries_do_not_depend_on_the_video_batch():
+    head = GLSCL(small_cfg(), width=8).eval()
+    sent, tok, tmask = torch.randn(2, 8), torch.randn(2, 7, 8), torch.ones(2, 7, dtype=torch.bool)
+    _, text_a, _ = head(sent, tok, tmask, torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool))
+    _, text_b, _ = head(sent, tok, tmask, torch.randn(5, 6, 8), torch.ones(5, 6, dtype=torch.bool))
+    assert torch.equal(text_a.queries, text_b.queries)
+    vid = torch.randn(3, 6, 8)
+    _, _, va = head(sent, tok, tmask, vid, torch.ones(3, 6, dtype=torch.bool))
+    _, _, vb = head(torch.randn(4, 8), torch.randn(4, 7, 8), tmask.new_ones(4, 7), vid, torch.ones(3, 6, dtype=torch.bool))
+    assert torch.equal(va.queries, vb.queries)
+
+
+def test_query_outputs_are_unit_norm():
+    head = GLSCL(small_cfg(), width=8).eval()
+    v = head.encode_video(torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool))
+    assert torch.allclose(v.queries.norm(dim=-1), torch.ones(3, 3), atol=1e-5)
+
+
+def test_appending_padded_frames_or_tokens_leaves_similarity_unchanged():
+    for mode in ("global", "local", "both", "mean"):
+        torch.manual_seed(1)
+        head = GLSCL(small_cfg(num_frames=8, interaction=mode), width=8).eval()
+        sent, tok = torch.randn(2, 8), torch.randn(2, 5, 8)
+        tmask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+        frames = torch.randn(3, 4, 8)
+        fmask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+        s1, _, _ = head(sent, tok, tmask, frames, fmask)
+        # append 3 padded frames (garbage values) and 4 padded tokens (garbage values)
+        frames2 = torch.cat([frames, 100 * torch.randn(3, 3, 8)], 1)
+        fmask2 = torch.cat([fmask, torch.zeros(3, 3, dtype=torch.bool)], 1)
+        tok2 = torch.cat([tok, 100 * torch.randn(2, 4, 8)], 1)
+        tmask2 = torch.cat([tmask, torch.zeros(2, 4, dtype=torch.bool)], 1)
+        s2, _, _ = head(sent, tok2, tmask2, frames2, fmask2)
+        assert torch.allclose(s1, s2, atol=1e-5), mode
+        # and garbage in already-padded positions changes nothing either
+        frames3 = frames.clone()
+        frames3[1, 2:] = 50.0
+        s3, _, _ = head(sent, tok, tmask, frames3, fmask)
+        assert torch.allclose(s1, s3, atol=1e-5), mode
+
+
+def test_similarity_modes_combine_as_documented():
+    torch.manual_seed(2)
+    head = GLSCL(small_cfg(local_weight=0.5), width=8).eval()
+    args = (torch.randn(2, 8), torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool),
+            torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool))
+    s, text, video = head(*args)
+    parts = head.similarity_parts(text, video)
+    assert torch.allclose(s, parts["global"] + 0.5 * parts["local"])
+
+
+def test_shared_and_separate_queries_and_decoders():
+    shared = GLSCL(small_cfg(), width=8)
+    separate = GLSCL(small_cfg(shared_queries=False, shared_decoder=False), width=8)
+    assert shared.local.text_queries is shared.local.video_queries
+    assert shared.local.text_decoder is shared.local.video_decoder
+    assert separate.local.text_queries is not separate.local.video_queries
+    assert separate.local.text_decoder is not separate.local.video_decoder
+    n_shared = sum(p.numel() for p in shared.parameters())
+    n_sep = sum(p.numel() for p in separate.parameters())
+    assert n_sep > n_shared

@@ -4,6 +4,7 @@ Expected numbers are counted by hand from the fixture constants.
 """
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -22,10 +23,10 @@ from glscl.data.adapters import (
     lsmdc_movie,
 )
 
-try:
-    from tests import fixtures_datasets as fx
-except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
+try:  # pytest's default import mode puts tests/ itself on sys.path
     import fixtures_datasets as fx
+except ImportError:  # tests/ made a package, or another import mode
+    from tests import fixtures_datasets as fx
 
 
 def _captions_of(split, video_id: str) -> list[str]:
@@ -152,7 +153,7 @@ def test_restricted_unpickler_refuses_every_global(tmp_path: Path) -> None:
     for hostile in (_Hostile(f"touch {sentinel}"), {"ok": [["a"]], "set": {1, 2}, "type": list}):
         data = pickle.dumps(hostile)
         with pytest.raises(pickle.UnpicklingError, match="refused global"):
-            _RestrictedUnpickler(__import__("io").BytesIO(data)).load()
+            _RestrictedUnpickler(io.BytesIO(data)).load()
     assert not sentinel.exists()
 
 
@@ -332,8 +333,9 @@ def test_video_left_without_captions_is_recorded_too(tmp_path: Path) -> None:
 def test_missing_annotation_file_always_raises(tmp_path: Path, dataset: str, split: str, missing: str) -> None:
     root = fx.WRITERS[dataset](tmp_path)
     (root / missing).unlink()
+    kwargs = {"val_size": 0} if dataset == "msrvtt" else {}
     with pytest.raises(DatasetError) as err:
-        load_dataset(dataset, root, split, skip_bad=True, val_size=0) if dataset == "msrvtt" else load_dataset(dataset, root, split, skip_bad=True)
+        load_dataset(dataset, root, split, skip_bad=True, **kwargs)
     assert str(err.value) == f"{root / missing}: file: path: missing annotation file"
 
 

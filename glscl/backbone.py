@@ -22,6 +22,7 @@ Outputs (d = the CLIP embedding width):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,7 +189,12 @@ def create_backbone(name: str = "ViT-B-32", pretrained: str | None = None, *, co
         device: where the model lives.
     """
     model_name, tag = _resolve(name, pretrained)
-    clip = open_clip.create_model(model_name, pretrained=tag, device=device)
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on purpose-random init
+    try:
+        clip = open_clip.create_model(model_name, pretrained=tag, device=device)
+    finally:
+        logging.getLogger().setLevel(quiet)
     cfg = open_clip.get_model_config(model_name) if not model_name.startswith("local-dir:") else \
         json.loads((Path(model_name[len("local-dir:"):]) / "open_clip_config.json").read_text())["model_cfg"]
     max_ctx = cfg["text_cfg"].get("context_length", 77)

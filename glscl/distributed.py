@@ -1,0 +1,71 @@
+"""Distributed helpers for torchrun (NCCL on GPU, gloo on CPU).
+
+The contrastive loss needs the global batch: every process all-gathers the text and video
+embeddings *with gradients* (``gather``), computes the same global loss, and after backward the
+parameter gradients are averaged across processes (``average_gradients``). Each process's
+gradient through the gather is world_size times its share, so the average is exactly the
+gradient of the single-process loss on the global batch.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init() -> tuple[int, int, int]:
+    """Start the process group when launched by torchrun; returns (rank, world size, local rank)."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return rank(), world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Only the main process (global rank 0) writes files."""
+    return rank() == 0
+
+
+def gather(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Concatenate ``x`` from every process along dim 0, in rank order, keeping gradients."""
+    if x is None or not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def average_gradients(params) -> None:
+    if not is_distributed():
+        return
+    n = world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= n
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,143 @@
+"""One run from a ``RunConfig``: data, backbone, training, test evaluation, results folder.
+
+    results = run(cfg)
+
+* with ``data.cache_dir`` set, the frozen backbone encodes every split once into the feature cache
+  and only the GLSCL head trains (fast: what ablation grids use);
+* otherwise training is end to end: decoded clips -> backbone -> head.
+
+The checkpoint evaluated on test is the one that scored best on the validation split. The
+results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import distributed as dist
+from .backbone import Tokenizer, create_backbone
+from .checkpoint import load_weights
+from .config import RunConfig
+from .data import load_split
+from .data.cache import build_cache
+from .data.dataset import ClipDataset, PairDataset
+from .data.video import ClipTransform
+from .evaluate import evaluate_cached, similarity_matrix
+from .metrics import retrieval_metrics
+from .model import GLSCL, Retriever, TextEmbedding
+from .train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
+
+SPLITS = ("train", "val", "test")
+
+
+def _vocab(cfg: RunConfig, splits) -> tuple[int, ...] | None:
+    if not cfg.model.compact_vocab:
+        return None
+    if cfg.data.dataset == "world":
+        from .pretrain import world_vocab
+        return world_vocab(cfg.data.root, cfg.model.max_words)
+    return Tokenizer.build_vocab(sorted({c for s in splits.values() for c in s.captions}), cfg.model.max_words)
+
+
+def _transform(backbone) -> ClipTransform:
+    return ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
+
+
+@torch.no_grad()
+def evaluate_decoded(model: Retriever, split, cfg: RunConfig, device, batch_size: int = 32) -> tuple[torch.Tensor, dict]:
+    """End-to-end evaluation: each caption tokenized and encoded once, each video decoded and encoded once."""
+    model.eval()
+    texts = []
+    for i in range(0, split.num_captions, 256):
+        texts.append(model.encode_text(model.backbone.tokenizer(list(split.captions[i:i + 256])).to(device)))
+    text = TextEmbedding(torch.cat([t.sentence for t in texts]),
+                         torch.cat([t.queries for t in texts]) if texts[0].queries is not None else None)
+    loader = DataLoader(ClipDataset(split, cfg.model.num_frames, _transform(model.backbone), cfg.data.sample_fps),
+                        batch_size=batch_size, num_workers=cfg.data.num_workers)
+    blocks = ((model.backbone.encode_frames(b["pixels"].to(device)), b["frame_mask"]) for b in loader)
+    sim = similarity_matrix(model.head, text, blocks, device)
+    return sim, retrieval_metrics(sim, np.asarray(split.caption_video))
+
+
+def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
+    """Twin accuracy on the embedded world (how often a caption's video beats its time-reversed twin)."""
+    if cfg.data.dataset != "world":
+        return {}
+    from .data.world import load_world, twin_accuracy, twin_indices
+    twins = twin_indices(load_world(cfg.data.root), split.video_ids)
+    return {"twin_accuracy": 100.0 * twin_accuracy(sim.numpy(), split.caption_video, twins)} if twins else {}
+
+
+def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_after_epoch: int | None = None) -> dict:
+    """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the metrics record."""
+    dist.init()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.train.seed)
+    splits = {s: load_split(cfg.data, s) for s in SPLITS}
+    vocab = _vocab(cfg, splits)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words, device=device)
+    if vocab is not None:
+        backbone.use_compact_vocab(vocab)
+    head = GLSCL(cfg.model, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    t0 = time.perf_counter()
+    if cfg.data.cache_dir:
+        if not cfg.model.freeze_backbone:
+            raise ValueError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
+        caches = {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
+                                 sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
+                                 progress=progress) for s in SPLITS}
+        t_cache = time.perf_counter() - t0
+        run_dir, trainer = train_from_cache(cfg, head, caches["train"], caches["val"], device=device, progress=progress,
+                                            resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)
+        t_train = time.perf_counter() - t0 - t_cache
+        load_weights(run_dir / "checkpoints" / "best", head)
+        t1 = time.perf_counter()
+        sim, metrics = evaluate_cached(head, caches["test"], device)
+    else:
+        if cfg.model.freeze_backbone:
+            backbone.requires_grad_(False)
+        model = Retriever(backbone, head).to(device)
+        t_cache = 0.0
+        run_dir = prepare_run_dir(cfg, device)
+        ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, _transform(backbone),
+                         cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
+
+        def encode(batch):
+            return model.encode_text(batch["ids"]), model.encode_video(batch["pixels"], batch["frame_mask"])
+        trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
+                          run_dir, device, validate=lambda: evaluate_decoded(model, splits["val"], cfg, device)[1],
+                          vocab=vocab, progress=progress)
+        if resume:
+            trainer.resume()
+        trainer.fit(stop_after_epoch=stop_after_epoch)
+        t_train = time.perf_counter() - t0
+        load_weights(run_dir / "checkpoints" / "best", model)
+        t1 = time.perf_counter()
+        sim, metrics = evaluate_decoded(model, splits["test"], cfg, device)
+    t_eval = time.perf_counter() - t1
+    record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
+              **metrics, **world_probes(cfg, sim, splits["test"]),
+              "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
+              "cache_s": t_cache, "train_s": t_train, "eval_s": t_eval,
+              "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries}
+    if dist.is_main():
+        (Path(run_dir) / "metrics.json").write_text(json.dumps(record, indent=2))
+        torch.save(sim, Path(run_dir) / "test_similarity.pt")
+    return record
+
+
+def with_overrides(cfg: RunConfig, **sections) -> RunConfig:
+    """``cfg`` with some fields of some sections replaced: with_overrides(cfg, model={'num_queries': 4})."""
+    changes = {}
+    for section, fields in sections.items():
+        if isinstance(fields, dict):
+            changes[section] = dataclasses.replace(getattr(cfg, section), **fields)
+        else:
+            changes[section] = fields
+    return dataclasses.replace(cfg, **changes)

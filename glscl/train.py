@@ -1,0 +1,322 @@
+"""Training: one loop for head-only training from the feature cache and for end-to-end training.
+
+* parameter groups: backbone lr = lr x backbone_lr_coef; no weight decay on biases, norms,
+  embeddings, queries and the logit scale;
+* AdamW; linear warm-up over ``warmup`` of the real number of steps, then cosine to zero;
+* gradient-norm clipping; AMP (bf16 / fp16) on CUDA;
+* deterministic: data order and augmentation are drawn from (seed, epoch), dropout from a
+  checkpointed RNG state, so a run interrupted and resumed ends with the same weights;
+* validation on the validation split every ``eval_every`` epochs; the best checkpoint is chosen
+  on it (t2v R@1 + R@5 + R@10), never on test;
+* a non-finite loss stops the run with a clear error and leaves the last good checkpoint;
+* under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes.
+
+The results folder of a run (``<out_dir>/<name>``) holds config.yaml, environment.json,
+curve.csv, metrics.json and checkpoints/{last,best}.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+from .checkpoint import load_train_state, load_weights, save_checkpoint
+from .config import RunConfig, save_config
+from .data.dataset import CachedPairDataset, PairDataset, same_pair_mask
+from .evaluate import evaluate_cached
+from .losses import glscl_loss
+
+NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device = {name!r} but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def param_groups(model: torch.nn.Module, lr: float, backbone_lr_coef: float, weight_decay: float) -> list[dict]:
+    """Four groups: {backbone, new modules} x {decay, no decay}; frozen parameters are left out."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_backbone = name.startswith("backbone.")
+        no_decay = p.ndim < 2 or any(w in name for w in NO_DECAY_WORDS)
+        groups.setdefault((is_backbone, no_decay), []).append(p)
+    return [{"params": ps, "lr": lr * (backbone_lr_coef if bb else 1.0), "weight_decay": 0.0 if nd else weight_decay}
+            for (bb, nd), ps in sorted(groups.items())]
+
+
+def warmup_cosine(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """lr multiplier: linear 0 -> 1 over the first ``warmup`` share of steps, then cosine 1 -> 0."""
+    warm = max(1, int(round(warmup * total_steps))) if warmup > 0 else 0
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def environment(cfg: RunConfig, device: torch.device) -> dict:
+    import open_clip
+    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "numpy": np.__version__, "platform": platform.platform(), "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "processes": dist.world_size(), "global_batch": cfg.train.batch_size, "seed": cfg.train.seed,
+            "frames": cfg.model.num_frames, "checkpoint_selected_on": "val", "threads": torch.get_num_threads()}
+
+
+@dataclass
+class Batches:
+    """Where training batches come from: the feature cache (head only) or decoded videos (end to end).
+
+    ``iterate(order, epoch)`` yields one batch per row of ``order`` (rows of caption indices).
+    """
+
+    num_items: int
+    iterate: Callable[[np.ndarray, int], Iterable[dict]]
+
+
+def cached_batches(cache) -> Batches:
+    ds = CachedPairDataset(cache)
+    return Batches(len(ds), lambda order, epoch: (ds.batch(idx) for idx in order))
+
+
+def decoded_batches(ds: PairDataset, num_workers: int, pin_memory: bool = False) -> Batches:
+    """Decoded clips through a DataLoader with worker processes (augmentation seeded per item)."""
+    def iterate(order, epoch):
+        ds.epoch = epoch  # workers copy the dataset when the iterator starts
+        return DataLoader(ds, batch_sampler=order.tolist(), num_workers=num_workers, pin_memory=pin_memory,
+                          prefetch_factor=4 if num_workers else None)
+    return Batches(len(ds), iterate)
+
+
+class Trainer:
+    """Trains ``model`` (a ``GLSCL`` head on cached features, or a ``Retriever`` end to end).
+
+    ``encode(batch)`` -> (text embedding, video embedding) on the local batch; the trainer
+    gathers them across processes, forms S with ``head.similarity`` and applies ``glscl_loss``.
+    ``validate()`` -> metrics dict on the validation split (or None).
+    """
+
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, head, encode: Callable, batches: Batches,
+                 run_dir: str | Path, device: torch.device, validate: Callable[[], dict] | None = None,
+                 vocab=None, progress: bool = True):
+        self.cfg, self.model, self.head, self.encode, self.batches = cfg, model, head, encode, batches
+        self.run_dir, self.device, self.validate, self.vocab, self.progress = Path(run_dir), device, validate, vocab, progress
+        t = cfg.train
+        self.world = dist.world_size()
+        if t.batch_size % self.world:
+            raise ValueError(f"train.batch_size = {t.batch_size} is not divisible by the {self.world} processes")
+        self.local_batch = t.batch_size // self.world
+        self.steps_per_epoch = batches.num_items // t.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size = {t.batch_size} exceeds the {batches.num_items} training captions")
+        self.total_steps = self.steps_per_epoch * t.epochs
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+        self.optimizer = torch.optim.AdamW(param_groups(model, t.lr, t.backbone_lr_coef, t.weight_decay),
+                                           betas=t.betas, eps=t.eps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps, t.warmup))
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step, self.epoch, self.best_score, self.curve = 0, 0, -math.inf, []
+
+    def _amp_dtype(self):
+        amp = self.cfg.train.amp
+        if self.device.type != "cuda" or amp == "off":
+            return None
+        if amp == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if amp == "bf16" else torch.float16
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "step": self.step, "epoch": self.epoch, "best_score": self.best_score,
+                "torch_rng": torch.get_rng_state(), "curve": json.dumps(self.curve),
+                **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})}
+
+    def save(self, which: str) -> None:
+        if dist.is_main():
+            save_checkpoint(self.run_dir / "checkpoints" / which, self.model, self.cfg, vocab=self.vocab,
+                            train_state=self._state() if which == "last" else None)
+        dist.barrier()
+
+    def resume(self) -> bool:
+        """Continue from checkpoints/last if it exists; returns whether it did."""
+        folder = self.run_dir / "checkpoints" / "last"
+        state = load_train_state(folder)
+        if state is None:
+            return False
+        load_weights(folder, self.model)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.best_score = state["step"], state["epoch"], state["best_score"]
+        self.curve = json.loads(state["curve"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        return True
+
+    # -- one step ------------------------------------------------------------------------------
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            text, video = self.encode(batch)
+            text.sentence, text.queries = dist.gather(text.sentence), dist.gather(text.queries)
+            video.frames, video.mask, video.queries = dist.gather(video.frames), dist.gather(video.mask), dist.gather(video.queries)
+            sim = self.head.similarity(text, video).float()
+            same = same_pair_mask(dist.gather(batch["video"].to(self.device)), dist.gather(batch["caption"].to(self.device)))
+            parts = glscl_loss(sim, self.head.logit_scale,
+                               None if text.queries is None else text.queries.float(),
+                               None if video.queries is None else video.queries.float(),
+                               self.cfg.loss, same_caption=same)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); stopped. "
+                f"Last good checkpoint: {self.run_dir / 'checkpoints' / 'last'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        dist.average_gradients(params)
+        if self.cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {k: float(v.detach()) for k, v in parts.items()}
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """This process's share of the epoch's shuffled captions, drawn from (seed, epoch)."""
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + epoch)
+        order = torch.randperm(self.batches.num_items, generator=g).numpy()
+        order = order[: self.steps_per_epoch * self.cfg.train.batch_size].reshape(self.steps_per_epoch, self.world, self.local_batch)
+        return order[:, dist.rank()]
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self, stop_after_epoch: int | None = None) -> dict:
+        """Train to the end (or to ``stop_after_epoch``, to simulate an interruption)."""
+        t = self.cfg.train
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step",
+                   disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
+        while self.step < self.total_steps and self.epoch < t.epochs:
+            order = self._epoch_order(self.epoch)
+            first = self.step - self.epoch * self.steps_per_epoch  # > 0 only when max_steps cut an epoch
+            order = order[first: first + self.total_steps - self.step]
+            t0, n_clips, wait = time.perf_counter(), 0, 0.0
+            sums: dict[str, float] = {}
+            batches = iter(self.batches.iterate(order, self.epoch))
+            while True:
+                tw = time.perf_counter()
+                batch = next(batches, None)
+                wait += time.perf_counter() - tw
+                if batch is None:
+                    break
+                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                losses = self.train_step(batch)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_clips += len(batch["video"]) * self.world
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}", clips_s=f"{n_clips / (time.perf_counter() - t0):.0f}")
+            n = max(1, self.step - self.epoch * self.steps_per_epoch)
+            row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                   "clips_per_s": n_clips / max(1e-9, time.perf_counter() - t0),
+                   "data_wait_share": wait / max(1e-9, time.perf_counter() - t0),
+                   **{f"train_{k}": v / n for k, v in sums.items()}}
+            self.epoch += 1
+            if self.validate is not None and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs or self.step >= self.total_steps):
+                val = self.validate()
+                row.update({f"val_{k}": v for k, v in val.items()})
+                score = val["t2v_R@1"] + val["t2v_R@5"] + val["t2v_R@10"]
+                if score > self.best_score:
+                    self.best_score = score
+                    self.save("best")
+            self.curve.append(row)
+            self.save("last")
+            if dist.is_main():
+                self._write_curve()
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                break
+        bar.close()
+        if self.validate is None and dist.is_main():  # no validation split: the last epoch is the result
+            self.save("best")
+        return {"steps": self.step, "epochs": self.epoch, "best_val_score": self.best_score}
+
+    def _write_curve(self) -> None:
+        keys = sorted({k for r in self.curve for k in r}, key=lambda k: (k not in ("epoch", "step", "lr"), k))
+        with open(self.run_dir / "curve.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.curve)
+
+
+def prepare_run_dir(cfg: RunConfig, device: torch.device) -> Path:
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "environment.json").write_text(json.dumps(environment(cfg, device), indent=2))
+    dist.barrier()
+    return run_dir
+
+
+def cached_encoder(head, device):
+    """encode(batch) for head-only training on cached features."""
+    def encode(batch):
+        text = head.encode_text(batch["sentence"], batch["tokens"], batch["token_mask"])
+        video = head.encode_video(batch["frames"], batch["frame_mask"])
+        return text, video
+    return encode
+
+
+def train_from_cache(cfg: RunConfig, head, train_cache, val_cache=None, *, device=None, progress: bool = True,
+                     resume: bool = True, stop_after_epoch: int | None = None, vocab=None) -> tuple[Path, Trainer]:
+    """Train a GLSCL head on cached features; returns the results folder and the trainer."""
+    device = device or resolve_device(cfg.device)
+    head.to(device)
+    run_dir = prepare_run_dir(cfg, device)
+    validate = (lambda: evaluate_cached(head, val_cache, device)[1]) if val_cache is not None else None
+    trainer = Trainer(cfg, head, head, cached_encoder(head, device), cached_batches(train_cache), run_dir, device,
+                      validate=validate, vocab=vocab, progress=progress)
+    if resume:
+        trainer.resume()
+    trainer.fit(stop_after_epoch=stop_after_epoch)
+    return run_dir, trainer

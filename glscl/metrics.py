@@ -31,7 +31,7 @@ def _as_tensor(sim) -> torch.Tensor:
 def t2v_ranks(sim, caption_video) -> np.ndarray:
     """Rank (1 = best) of each caption's video among all videos; ties count against the model."""
     sim = _as_tensor(sim).float()
-    cv = torch.as_tensor(np.asarray(caption_video), dtype=torch.long)
+    cv = torch.as_tensor(np.array(caption_video), dtype=torch.long)
     correct = sim[torch.arange(sim.shape[0]), cv][:, None]
     return ((sim >= correct).sum(1)).numpy()  # includes the correct item itself
 
@@ -39,7 +39,7 @@ def t2v_ranks(sim, caption_video) -> np.ndarray:
 def v2t_ranks(sim, caption_video) -> np.ndarray:
     """Rank of each video's best-ranked caption among all captions (multi-caption aware)."""
     sim = _as_tensor(sim).float()
-    cv = torch.as_tensor(np.asarray(caption_video), dtype=torch.long)
+    cv = torch.as_tensor(np.array(caption_video), dtype=torch.long)
     n, m = sim.shape
     cols = sim.T  # M x N: each video's scores for every caption
     own = cv[None, :] == torch.arange(m)[:, None]  # M x N: caption belongs to video

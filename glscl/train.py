@@ -234,6 +234,8 @@ class Trainer:
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train to the end (or to ``stop_after_epoch``, to simulate an interruption)."""
         t = self.cfg.train
+        if self.step == 0:  # dropout draws start from the seed, whatever ran before (cache building, ...)
+            torch.manual_seed(t.seed)
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step",
                    disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
         while self.step < self.total_steps and self.epoch < t.epochs:

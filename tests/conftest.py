@@ -10,3 +10,37 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A tiny generated world (real mp4 files), shared by the engine tests."""
+    from glscl.data.world import WorldConfig, generate_world
+
+    root = tmp_path_factory.mktemp("world")
+    generate_world(root, WorldConfig(n_train=32, n_val=8, n_test=8, seed=3), progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_world):
+    """A tiny open_clip checkpoint written by the project's own pre-training (a few steps)."""
+    from glscl.pretrain import PretrainConfig, pretrain_clip
+
+    return pretrain_clip(tiny_world, tiny_world / "clip.safetensors", PretrainConfig(steps=3, batch_size=32), progress=False)
+
+
+def tiny_run_config(world, clip, out_dir, cache_dir=None, **train):
+    """A run config small enough for a test (seconds on a CPU)."""
+    from glscl.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    t = dict(epochs=2, batch_size=8, lr=1e-3, backbone_lr_coef=0.1, weight_decay=0.05, warmup=0.1, seed=1)
+    t.update(train)
+    return RunConfig(
+        name="tiny", out_dir=str(out_dir), device="cpu",
+        model=ModelConfig(backbone="glscl-tiny", pretrained=str(clip), compact_vocab=True, num_frames=8, max_words=32,
+                          temporal_layers=1, temporal_heads=2, global_tau=0.1, global_normalize=True, num_queries=4,
+                          decoder_layers=1, decoder_heads=2, dropout=0.1, freeze_backbone=cache_dir is not None),
+        data=DataConfig(dataset="world", root=str(world), cache_dir=str(cache_dir) if cache_dir else None, num_workers=0,
+                        augment=True),
+        train=TrainConfig(**t))

@@ -12,12 +12,25 @@ import pytest
 
 from glscl.data.video import load_clip
 from glscl.data.world import (
-    COLOURS, IN_PROGRESS, ClipSpec, ObjectSpec, WorldConfig, frame_caption_samples, generate_world, load_world,
-    objects_overlap, render_clip, reverse_clip, sample_world, twin_accuracy, twin_indices,
+    COLOURS,
+    IN_PROGRESS,
+    ClipSpec,
+    ObjectSpec,
+    WorldConfig,
+    frame_caption_samples,
+    generate_world,
+    load_world,
+    objects_overlap,
+    render_clip,
+    reverse_clip,
+    sample_world,
+    twin_accuracy,
+    twin_indices,
 )
 
 TINY = WorldConfig(n_train=4, n_val=2, n_test=6, detail_share=0.3, twin_share=0.5, distractors=1, seed=3)
-OPPOSITE = {"appears": "disappears", "disappears": "appears", "left": "right", "right": "left", "up": "down", "down": "up"}
+OPPOSITE = {"appears": "disappears", "disappears": "appears", "left": "right", "right": "left", "up": "down",
+            "down": "up"}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +163,8 @@ def test_twins_are_the_same_frames_reversed_with_opposite_captions(world):
         assert a.twin_of == twin and b.twin_of == original and a.split == b.split
         np.testing.assert_array_equal(render_clip(b.clip, TINY), render_clip(a.clip, TINY)[::-1])
         assert np.abs(decoded(world, twin).astype(int) - decoded(world, original)[::-1].astype(int)).mean() < 3.0
-        assert b.caption == " ".join(OPPOSITE.get(w, w) for w in a.caption.replace(",", " ,").split()).replace(" ,", ",")
+        words = a.caption.replace(",", " ,").split()
+        assert b.caption == " ".join(OPPOSITE.get(w, w) for w in words).replace(" ,", ",")
 
 
 def test_evaluation_captions_are_unique_with_twins_and_one_detail_variants():

@@ -23,7 +23,8 @@ class VideoError(RuntimeError):
     """A video that cannot be read; the message is one line naming the file and the reason."""
 
 
-def sample_frame_indices(num_native_frames: int, native_fps: float, num_frames: int, sample_fps: float = 1.0) -> tuple[np.ndarray, int]:
+def sample_frame_indices(num_native_frames: int, native_fps: float, num_frames: int,
+                         sample_fps: float = 1.0) -> tuple[np.ndarray, int]:
     """Indices of the frames to decode, and how many there are (at most num_frames).
 
     Step 1, one frame per 1/sample_fps seconds: candidates c_j = round(j * native_fps / sample_fps)
@@ -36,13 +37,16 @@ def sample_frame_indices(num_native_frames: int, native_fps: float, num_frames: 
     if not native_fps > 0 or not sample_fps > 0:
         raise ValueError(f"frame rates must be > 0, got native_fps={native_fps}, sample_fps={sample_fps}")
     step = max(native_fps / sample_fps, 1.0)
-    candidates = np.minimum(np.round(np.arange(0, num_native_frames, step)), num_native_frames - 1).astype(np.int64)
+    candidates = np.round(np.arange(0, num_native_frames, step))
+    candidates = np.minimum(candidates, num_native_frames - 1).astype(np.int64)
     if len(candidates) > num_frames:
-        candidates = candidates[np.round(np.linspace(0, len(candidates) - 1, num_frames)).astype(np.int64)]
+        keep = np.round(np.linspace(0, len(candidates) - 1, num_frames)).astype(np.int64)
+        candidates = candidates[keep]
     return candidates, len(candidates)
 
 
-def load_clip(path: str | os.PathLike, num_frames: int, sample_fps: float = 1.0, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_clip(path: str | os.PathLike, num_frames: int, sample_fps: float = 1.0,
+              size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decodes a video into (frames, mask): frames (num_frames, H, W, 3) uint8, zero after the
     real frames; mask (num_frames,) bool, True for real frames. size: decode at size x size
     (decord's own scaler); None keeps the native size. Raises VideoError for a missing, corrupt,
@@ -93,14 +97,16 @@ class ClipTransform:
     brightness: float = 0.1
     hflip: bool = False
 
-    def __call__(self, frames: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, mask: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         num_frames, height, width, _ = frames.shape
         out = torch.zeros((num_frames, 3, self.image_size, self.image_size))
         if not mask.any():
             return out
         top, left, crop_h, crop_w = self._crop_box(height, width, generator)
         x = frames[mask, top:top + crop_h, left:left + crop_w].permute(0, 3, 1, 2).float() / 255.0
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+        side = self.image_size
+        x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         if self.augment:
             factor = 1.0 + self.brightness * (2.0 * _uniform(generator) - 1.0)
             x = (x * factor).clamp(0.0, 1.0)

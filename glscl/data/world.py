@@ -40,11 +40,11 @@ import math
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import imageio_ffmpeg
 import numpy as np
@@ -103,7 +103,7 @@ class WorldConfig:
         _require(self.size >= 32 and self.size % 16 == 0, "size", "must be a multiple of 16 and >= 32")
         _require(self.fps > 0, "fps", "must be > 0")
         _require(self.max_objects in (1, 2), "max_objects", "must be 1 or 2 (captions name at most two objects)")
-        _require(0 <= self.distractors <= 2, "distractors", "must be in [0, 2] (more rarely fit without overlapping)")
+        _require(0 <= self.distractors <= 2, "distractors", "must be in [0, 2] (more rarely fit without overlaps)")
         _require(0.0 <= self.detail_share <= 1.0, "detail_share", "must be in [0, 1]")
         _require(0.0 <= self.twin_share <= 1.0, "twin_share", "must be in [0, 1]")
         _require(self.detail_share + self.twin_share <= 1.0, "detail_share", "plus twin_share must be <= 1")
@@ -292,7 +292,8 @@ def reverse_clip(clip: ClipSpec, frames: int) -> ClipSpec:
 # ----------------------------------------------------------------------------- sampling
 
 
-def _place(rng: np.random.Generator, objects: Sequence[ObjectSpec], cfg: WorldConfig, rounds: int = 20, tries: int = 20) -> tuple[ObjectSpec, ...]:
+def _place(rng: np.random.Generator, objects: Sequence[ObjectSpec], cfg: WorldConfig,
+           rounds: int = 20, tries: int = 20) -> tuple[ObjectSpec, ...]:
     """Draws start positions keeping every object inside the frame for the whole clip.
 
     Objects are placed one after the other, each redrawn up to ``tries`` times until it stays more
@@ -351,7 +352,8 @@ def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipS
         if i == 1 and kind == "then":
             change = int(rng.integers(1, cfg.frames))
             visible_from, visible_to = (change, cfg.frames) if rng.random() < 0.5 else (0, change)
-        objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, cfg.speed if moving else 0, visible_from, visible_to))
+        speed = cfg.speed if moving else 0
+        objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, speed, visible_from, visible_to))
     return ClipSpec(kind, _place(rng, objects, cfg))
 
 
@@ -383,7 +385,8 @@ def _random_kind(rng: np.random.Generator, cfg: WorldConfig) -> str:
     return kinds[rng.integers(len(kinds))]
 
 
-def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig, n: int) -> list[tuple[ClipSpec, int | None, int | None]]:
+def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig,
+                             n: int) -> list[tuple[ClipSpec, int | None, int | None]]:
     """n clips with distinct captions: (clip, index of its twin, index of the clip it varies).
 
     About twin_share * n clips form reversed twin pairs ("then" clips when two objects are allowed:
@@ -398,7 +401,8 @@ def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig, n: int)
     while len(items) < n:
         budget -= 1
         if budget < 0:
-            raise RuntimeError(f"could not draw {n} clips with distinct captions; lower n_val/n_test or raise max_objects")
+            raise RuntimeError(f"could not draw {n} clips with distinct captions; "
+                               "lower n_val/n_test or raise max_objects")
         if len(items) < 2 * n_pairs:
             clip = _sample_clip(rng, cfg, "then" if cfg.max_objects == 2 else "single")
             twin = reverse_clip(clip, cfg.frames)
@@ -426,7 +430,8 @@ def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
     order inside each evaluation split is shuffled so twins and variants are not neighbours.
     """
     rng = np.random.default_rng(cfg.seed)
-    videos = [WorldVideo(f"video{i}", "train", _sample_clip(rng, cfg, _random_kind(rng, cfg))) for i in range(cfg.n_train)]
+    videos = [WorldVideo(f"video{i}", "train", _sample_clip(rng, cfg, _random_kind(rng, cfg)))
+              for i in range(cfg.n_train)]
     for split, n in (("validate", cfg.n_val), ("test", cfg.n_test)):
         items = _sample_evaluation_clips(rng, cfg, n)
         order = rng.permutation(n)
@@ -444,7 +449,7 @@ def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
-    """Writes (T, H, W, 3) uint8 frames (H, W multiples of 16) as H.264 yuv420p mp4, near-lossless
+    """Writes (T, H, W, 3) uint8 frames (H, W even) as H.264 yuv420p mp4 at fps frames per second, near-lossless
     (crf 4; the 2x2 chroma subsampling of yuv420p leaves under 1/255 mean error, at colour edges).
 
     Runs imageio-ffmpeg's ffmpeg binary directly with the raw frames on stdin: imageio's writer
@@ -483,7 +488,8 @@ def _stored_config(root: Path) -> dict | None:
     return stored["config"] if stored.get("format") == WORLD_FORMAT else None
 
 
-def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), progress: bool = True, workers: int = 2) -> Path:
+def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), progress: bool = True,
+                   workers: int = 2) -> Path:
     """Writes the world described by cfg under root (MSR-VTT layout, see the module docstring).
 
     Idempotent: returns at once when root/world.json holds the same config. world.json is written
@@ -526,11 +532,13 @@ def _write_msrvtt_files(root: Path, videos: Sequence[WorldVideo]) -> None:
         "sentences": [{"video_id": v.video_id, "caption": v.caption, "sen_id": i} for i, v in enumerate(videos)],
     }
     _write_text_atomically(root / "MSRVTT_data.json", json.dumps(data, indent=1))
-    by_split = {split: [v for v in videos if v.split == split] for split in SPLITS}
-    _write_text_atomically(root / "MSRVTT_train.9k.csv", _csv_text(["video_id"], [[v.video_id] for v in by_split["train"]]))
-    _write_text_atomically(root / "MSRVTT_val.csv", _csv_text(["video_id"], [[v.video_id] for v in by_split["validate"]]))
-    test_rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, v.caption] for i, v in enumerate(by_split["test"])]
-    _write_text_atomically(root / "MSRVTT_JSFUSION_test.csv", _csv_text(["key", "vid_key", "video_id", "sentence"], test_rows))
+    ids = {split: [[v.video_id] for v in videos if v.split == split] for split in SPLITS}
+    _write_text_atomically(root / "MSRVTT_train.9k.csv", _csv_text(["video_id"], ids["train"]))
+    _write_text_atomically(root / "MSRVTT_val.csv", _csv_text(["video_id"], ids["validate"]))
+    test = [v for v in videos if v.split == "test"]
+    rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, v.caption] for i, v in enumerate(test)]
+    header = ["key", "vid_key", "video_id", "sentence"]
+    _write_text_atomically(root / "MSRVTT_JSFUSION_test.csv", _csv_text(header, rows))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -545,10 +553,12 @@ def load_world(root: str | os.PathLike) -> World:
     stored = json.loads(meta.read_text())
     if stored.get("format") != WORLD_FORMAT:
         raise ValueError(f"{meta}: format {stored.get('format')!r}, expected {WORLD_FORMAT!r}")
-    return World(root, WorldConfig(**stored["config"]), tuple(WorldVideo.from_json(v) for v in stored["videos"]))
+    videos = tuple(WorldVideo.from_json(v) for v in stored["videos"])
+    return World(root, WorldConfig(**stored["config"]), videos)
 
 
-def frame_caption_samples(world_root: str | os.PathLike, splits: Sequence[str] = ("train",)) -> list[tuple[str, int, str]]:
+def frame_caption_samples(world_root: str | os.PathLike,
+                          splits: Sequence[str] = ("train",)) -> list[tuple[str, int, str]]:
     """(video id, frame index, caption of that frame) for every frame of the videos of these
     splits: image-text pairs for frame-level pre-training (training videos only by default)."""
     world = load_world(world_root)

@@ -260,7 +260,7 @@ def _stages(head: PairwiseHead, text_in: tuple, video_in: tuple):
             lambda text, video: head.pairwise(text, video, n, m))
 
 
-def measure_cell(head: PairwiseHead, text_in: tuple, video_in: tuple) -> dict:
+def measure_cell(head: PairwiseHead, text_in: tuple, video_in: tuple, min_time: float = 0.5) -> dict:
     """Count (FLOPs per stage, peak memory) and time (per stage) one evaluation of ``head``."""
     enc_t, enc_v, pair = _stages(head, text_in, video_in)
     # counted pass: one memory tracker over the whole stage, one FLOP counter per sub-stage
@@ -287,8 +287,9 @@ def measure_cell(head: PairwiseHead, text_in: tuple, video_in: tuple) -> dict:
     cell = {"flops": sum(flops.values()), "flops_stage": flops, "peak_bytes": mem.peak,
             "text_state_bytes": state_bytes(text_state) / n, "video_state_bytes": state_bytes(video_state) / m,
             "output_bytes_per_pair": out.element_size()}
-    if isinstance(head, GLSCLHead):
-        cell["flops_temporal"] = sum(v for k, v in modules["video"].items() if k.endswith(".temporal"))
+    if isinstance(head, GLSCLHead) and head.model.temporal is not None:
+        # FlopCounterMode names a module called outside any other module by its class name
+        cell["flops_temporal"] = modules["video"][type(head.model.temporal).__name__]
     del out, text_state, video_state
 
     # timed pass: the three stages back to back, repeated while short
@@ -305,13 +306,14 @@ def measure_cell(head: PairwiseHead, text_in: tuple, video_in: tuple) -> dict:
         for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
             times[k].append(dt)
 
-    cell["time"] = time_call(once)
+    cell["time"] = time_call(once, min_time)
     cell["time_stage"] = {k: statistics.median(v) for k, v in times.items()}
     if isinstance(head, GLSCLHead) and head.model.temporal is not None:
         frames, mask = video_in
         temporal = head.model.temporal
         cell["time_temporal"] = time_call(
-            lambda: [temporal(frames[i:i + head.chunk], mask[i:i + head.chunk]) for i in range(0, m, head.chunk)])
+            lambda: [temporal(frames[i:i + head.chunk], mask[i:i + head.chunk]) for i in range(0, m, head.chunk)],
+            min_time)
     cell["measured"] = True
     return cell
 
@@ -331,8 +333,8 @@ def extrapolate(ref: dict, ref_nm: tuple[int, int], nm: tuple[int, int], flops: 
 # ----------------------------------------------------------------------------------------------
 
 # --quick: tiny shapes, one thread (tiny ops on a busy machine are much slower with two)
-QUICK = dict(texts=32, galleries="64,128,256", probe=16, width=64, cell_limit=1.0, cross_layers=1, cross_width=32,
-             cross_pairs=64, per_block_blocks=4, matmul_size=512, threads=1)
+QUICK = dict(texts=16, galleries="32,64", probe=16, width=64, cell_limit=1.0, cross_layers=1, cross_width=32,
+             cross_pairs=64, per_block_blocks=4, matmul_size=512, threads=1, min_time=0.02)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -357,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--per-block-blocks", type=int, default=16,
       help="16 x 16 blocks GLSCL's per-block evaluation is timed on (default: %(default)s)")
     a("--matmul-size", type=int, default=2048, help="n of the n x n reference matmul (default: %(default)s)")
+    a("--min-time", type=float, default=0.5, help="repeat a timed run (up to 5 times) until this many seconds "
+                                                 "have passed; the median is reported (default: %(default)s)")
     a("--threads", type=int, default=0, help="torch threads (0 = leave as is) (default: %(default)s)")
     a("--seed", type=int, default=0, help="seed of weights and features (default: %(default)s)")
     a("--no-figure", action="store_true", help="skip the matplotlib figure")
@@ -375,7 +379,7 @@ def default_args(**overrides) -> argparse.Namespace:
 def _settings(args: argparse.Namespace) -> dict:
     s = {k: getattr(args, k) for k in ("out", "texts", "galleries", "probe", "cell_limit", "width", "frames", "words",
                                        "queries", "decoder_layers", "temporal_layers", "cross_layers", "cross_width",
-                                       "cross_pairs", "per_block_blocks", "matmul_size", "threads", "seed",
+                                       "cross_pairs", "per_block_blocks", "matmul_size", "min_time", "threads", "seed",
                                        "no_figure", "quick")}
     if s["quick"]:
         s.update(QUICK)
@@ -409,7 +413,7 @@ def _run(s: dict) -> dict:
     heads = make_heads(width=s["width"], num_frames=s["frames"], num_queries=s["queries"],
                        decoder_layers=s["decoder_layers"], temporal_layers=s["temporal_layers"],
                        cross_layers=s["cross_layers"], cross_width=s["cross_width"], seed=s["seed"])
-    peak_start = matmul_gflops(s["matmul_size"])
+    peak_start = matmul_gflops(s["matmul_size"], 2 * s["min_time"])
     _log(f"[bench] fp32 matmul {s['matmul_size']}^2: {peak_start:.1f} GFLOP/s, threads {torch.get_num_threads()}")
 
     record: dict[str, Any] = {"settings": s, "heads": {}}
@@ -430,7 +434,7 @@ def _run(s: dict) -> dict:
                 measure = predicted <= s["cell_limit"]
             if measure:
                 _log(f"[bench] {name}: measuring {n_texts} x {m}")
-                cell = measure_cell(head, feats.texts(n_texts), feats.videos(m))
+                cell = measure_cell(head, feats.texts(n_texts), feats.videos(m), s["min_time"])
                 cell["model_flops"] = flops
                 cells[m], last = cell, m
             else:
@@ -444,7 +448,7 @@ def _run(s: dict) -> dict:
     m_sub = max(1, min(galleries[0], s["cross_pairs"] // n_sub))
     head(*feats.texts(2), *feats.videos(2))
     _log(f"[bench] cross: measuring sub-workload {n_sub} x {m_sub}")
-    sub = measure_cell(head, feats.texts(n_sub), feats.videos(m_sub))
+    sub = measure_cell(head, feats.texts(n_sub), feats.videos(m_sub), s["min_time"])
     cells = {m: extrapolate(sub, (n_sub, m_sub), (n_texts, m), model(n_texts, m)) for m in sizes}
     record["heads"]["cross"] = {"title": HEAD_TITLES["cross"] + f" ({s['cross_layers']}L, w{s['cross_width']})",
                                 "cells": cells, "model": vars(model), "sub_workload": [n_sub, m_sub, sub]}
@@ -461,7 +465,7 @@ def _run(s: dict) -> dict:
     # -- GLSCL per block (released code): timed on a few blocks --------------------------------
     record["heads"]["glscl_per_block"] = per_block = _bench_per_block(heads["glscl"], feats, s, sizes)
 
-    peak_end = matmul_gflops(s["matmul_size"])
+    peak_end = matmul_gflops(s["matmul_size"], 2 * s["min_time"])
     peak = max(peak_start, peak_end)
     record["matmul_gflops"] = {"start": peak_start, "end": peak_end, "used": peak}
     record["summary"] = summary = _summarise(record, n_texts, galleries[0], peak)
@@ -510,7 +514,7 @@ def _bench_per_block(head: GLSCLHead, feats: RandomFeatures, s: dict, sizes: lis
     text_in, video_in = feats.texts(n_sub), feats.videos(m_sub)
     _log(f"[bench] glscl per-block: timing {n_sub} x {m_sub} ({tb} x {vb} blocks of 16 x 16)")
     per_block, cost = count_cost(glscl_per_block_similarity, head.model, text_in, video_in, block)
-    t = time_call(lambda: glscl_per_block_similarity(head.model, text_in, video_in, block))
+    t = time_call(lambda: glscl_per_block_similarity(head.model, text_in, video_in, block), s["min_time"])
     with torch.inference_mode():
         once = head(*text_in, *video_in)
     sub = {"flops": cost.flops, "time": t, "peak_bytes": cost.peak_bytes, "output_bytes_per_pair": 4,

@@ -43,12 +43,38 @@ def is_main() -> bool:
     return rank() == 0
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 as a sum of zero-padded slots (all_reduce), so it runs on any backend.
+
+    Backward: the gradient of every process's copy of the output is summed (all_reduce) and each
+    process keeps the slice of its own input.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        n, r = world_size(), rank()
+        out = x.new_zeros((n,) + tuple(x.shape))
+        out[r] = x
+        dist.all_reduce(out)
+        ctx.rank, ctx.n = r, n
+        return out.flatten(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad.view(ctx.n, -1, *grad.shape[1:])[ctx.rank]
+
+
 def gather(x: torch.Tensor | None) -> torch.Tensor | None:
-    """Concatenate ``x`` from every process along dim 0, in rank order, keeping gradients."""
+    """Concatenate ``x`` (same shape on every process) along dim 0 in rank order, keeping gradients."""
     if x is None or not is_distributed():
         return x
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    if x.requires_grad:
+        return _GatherWithGrad.apply(x.contiguous())
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 def average_gradients(params) -> None:

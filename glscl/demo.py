@@ -43,6 +43,14 @@ def world_config(quick: bool) -> WorldConfig:
     return WorldConfig(n_train=120, n_val=40, n_test=40) if quick else WorldConfig()
 
 
+def prepare_embedded(root: str | Path = "data/world", quick: bool = False, progress: bool = True) -> Path:
+    """Generate the world and pre-train the tiny CLIP (each reused when already done); returns the checkpoint."""
+    root = Path(root)
+    generate_world(root, world_config(quick), progress=progress)
+    pre_cfg = PretrainConfig(steps=20 if quick else 400)
+    return pretrain_clip(root, root / "clip-tiny-pretrained.safetensors", pre_cfg, progress=progress)
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="glscl demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default="data/world", help="where the world is generated (reused if present)")
@@ -53,11 +61,8 @@ def main(argv=None) -> list[dict]:
     progress = not args.no_progress
     t0 = time.perf_counter()
     root = Path(args.root)
-    print(f"[1/4] world -> {root}")
-    generate_world(root, world_config(args.quick), progress=progress)
-    print("[2/4] pre-training a tiny CLIP on single frames")
-    pre_cfg = PretrainConfig(steps=20 if args.quick else 400)
-    clip = pretrain_clip(root, root / "clip-tiny-pretrained.safetensors", pre_cfg, progress=progress)
+    print(f"[1-2/4] world -> {root}, then pre-training a tiny CLIP on single frames (both reused if present)")
+    clip = prepare_embedded(root, args.quick, progress)
     base = demo_config(str(root), str(clip), args.out, str(root / "cache"), args.quick)
     records = []
     for label, mode in HEADS:

@@ -97,10 +97,18 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp_min(1).to(x.dtype)
 
 
-def _attention_over_similarity(sim: torch.Tensor, mask: torch.Tensor, dim: int, tau: float) -> torch.Tensor:
-    """X-CLIP's aggregation: sum_i softmax_i(s_i / tau) s_i over ``dim``, padded entries excluded."""
-    weights = (sim / tau).masked_fill(~mask, float("-inf")).softmax(dim=dim)
-    return (weights * sim.masked_fill(~mask, 0.0)).sum(dim=dim)
+def _mask_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where valid, -inf where padded (added to logits before a softmax)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _attention_over_similarity(sim: torch.Tensor, bias: torch.Tensor, dim: int, tau: float) -> torch.Tensor:
+    """X-CLIP's aggregation over ``dim``: sum_i softmax_i(s_i / tau + bias_i) s_i, bias -inf on padding.
+
+    Padded entries get weight exactly 0 (similarities are finite cosines, so 0 * s_i = 0).
+    """
+    weights = torch.softmax(torch.add(bias, sim, alpha=1 / tau), dim=dim)
+    return weights.mul_(sim).sum(dim=dim)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,24 +263,24 @@ class XCLIPHead(PairwiseHead):
         self.tau = tau
 
     def encode_text(self, sentence, tokens, token_mask):
-        return {"s": F.normalize(sentence, dim=-1), "w": F.normalize(tokens, dim=-1), "wmask": token_mask}
+        return {"s": F.normalize(sentence, dim=-1), "w": F.normalize(tokens, dim=-1),
+                "wbias": _mask_bias(token_mask, tokens.dtype)}
 
     def encode_video(self, frames, frame_mask):
         f = F.normalize(frames, dim=-1)
-        return {"f": f, "v": F.normalize(_masked_mean(f, frame_mask), dim=-1), "fmask": frame_mask}
+        return {"f": f, "v": F.normalize(_masked_mean(f, frame_mask), dim=-1), "fbias": _mask_bias(frame_mask, f.dtype)}
 
     def score(self, text, video):
-        s, w, wmask = text["s"], text["w"], text["wmask"]                  # n,d  n,l,d  n,l
-        f, v, fmask = video["f"], video["v"], video["fmask"]               # m,t,d  m,d  m,t
-        tau = self.tau
+        s, w, wb = text["s"], text["w"], text["wbias"][:, None, :]          # n,d  n,l,d  n,1,l
+        f, v, fb = video["f"], video["v"], video["fbias"][None]            # m,t,d  m,d  1,m,t
+        aosm, tau = _attention_over_similarity, self.tau
         video_sentence = s @ v.T
-        video_word = _attention_over_similarity(torch.einsum("nld,md->nml", w, v), wmask[:, None, :], -1, tau)
-        frame_sentence = _attention_over_similarity(torch.einsum("nd,mtd->nmt", s, f), fmask[None], -1, tau)
+        video_word = aosm(torch.einsum("nld,md->nml", w, v), wb, -1, tau)
+        frame_sentence = aosm(torch.einsum("nd,mtd->nmt", s, f), fb, -1, tau)
         fw = torch.einsum("nld,mtd->nmlt", w, f)                           # n,m,l,t
-        wm, fm = wmask[:, None, :, None], fmask[None, :, None, :]
-        words_then = _attention_over_similarity(_attention_over_similarity(fw, fm, -1, tau), wmask[:, None, :], -1, tau)
-        frames_then = _attention_over_similarity(_attention_over_similarity(fw, wm, -2, tau), fmask[None], -1, tau)
-        frame_word = (words_then + frames_then) / 2
+        per_word = aosm(fw, fb[:, :, None, :], -1, tau)                    # over frames: n,m,l
+        per_frame = aosm(fw, wb[..., None], -2, tau)                       # over words:  n,m,t
+        frame_word = (aosm(per_word, wb, -1, tau) + aosm(per_frame, fb, -1, tau)) / 2
         return (video_sentence + video_word + frame_sentence + frame_word) / 4
 
 

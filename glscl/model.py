@@ -145,6 +145,26 @@ class LocalInteraction(nn.Module):
         out = decoder(q, memory, memory_key_padding_mask=~mask)
         return F.normalize(out, dim=-1)
 
+    @torch.no_grad()
+    def attention_maps(self, memory: torch.Tensor, mask: torch.Tensor, modality: str = "video") -> torch.Tensor:
+        """Cross-attention of each query over frames (video) or tokens (text), per decoder layer.
+
+        Returns (layers x B x K x T), averaged over heads; padded positions get 0. Replays the
+        pre-norm decoder layer by layer (same computation as ``encode_*``, in eval mode).
+        """
+        queries = self.video_queries if modality == "video" else self.text_queries
+        decoder = self.video_decoder if modality == "video" else self.text_decoder
+        x = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        maps = []
+        for layer in decoder.layers:
+            x = x + layer._sa_block(layer.norm1(x), None, None)
+            out, w = layer.multihead_attn(layer.norm2(x), memory, memory, key_padding_mask=~mask.bool(),
+                                          need_weights=True, average_attn_weights=True)
+            maps.append(w)
+            x = x + layer.dropout2(out)
+            x = x + layer._ff_block(layer.norm3(x))
+        return torch.stack(maps)
+
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """c^v (B x K x d), unit norm per query."""
         return self._attend(self.video_queries, self.video_decoder, frames, mask)

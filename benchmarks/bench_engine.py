@@ -1,0 +1,129 @@
+"""Engine figures: data wait, cache vs end-to-end training speed, evaluation time and memory at scale.
+
+    python benchmarks/bench_engine.py [--parts train,eval] [--world data/world] [--galleries 10000,100000]
+
+train: on the embedded world (generated and pre-trained as by ``glscl demo`` if missing),
+       training clips/s and the data-wait share of step time
+         - end to end (decode + backbone + head), DataLoader with 0 and 2 worker processes,
+           backbone frozen (forward only) and fine-tuned;
+         - head only, from the feature cache;
+       and the ratio of a head-only epoch's time to an end-to-end epoch's, measured in one run.
+eval:  1,000 queries against synthetic cached galleries at the paper's shapes (d=512, T=12,
+       L=32, K=8, 4 temporal layers, 3 decoder layers): wall time and peak resident memory of
+       the whole evaluation process (each gallery in a fresh subprocess; the memory-mapped
+       gallery pages count when touched).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def train_figures(world: Path, out: Path, steps: int) -> list[dict]:
+    import pandas as pd
+
+    from glscl.data.world import generate_world
+    from glscl.demo import demo_config, world_config
+    from glscl.pretrain import PretrainConfig, pretrain_clip
+    from glscl.run import run, with_overrides
+
+    generate_world(world, world_config(False), progress=False)
+    clip = pretrain_clip(world, world / "clip-tiny-pretrained.safetensors", PretrainConfig(), progress=False)
+    base = demo_config(str(world), str(clip), str(out), str(world / "cache"))
+    base = with_overrides(base, train={"epochs": 1, "max_steps": steps, "batch_size": 32, "eval_every": 1})
+    cases = [("end to end, frozen backbone, 0 workers", {"cache_dir": None, "num_workers": 0}, True),
+             ("end to end, frozen backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, True),
+             ("end to end, fine-tuned backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, False),
+             ("head only, feature cache", {}, True)]
+    rows = []
+    for i, (label, data, frozen) in enumerate(cases):
+        cfg = with_overrides(base, name=f"bench{i}", data=data,
+                             model={"freeze_backbone": frozen, "interaction": "both"},
+                             train={"backbone_lr_coef": 0.0 if frozen else 0.1})
+        run(cfg, progress=False, resume=False)
+        curve = pd.read_csv(out / f"bench{i}" / "curve.csv").iloc[-1]
+        rows.append({"case": label, "clips_per_s": float(curve["clips_per_s"]), "data_wait_share": float(curve["data_wait_share"])})
+        print(f"  {label:45s} {rows[-1]['clips_per_s']:8.1f} clips/s   data wait {100 * rows[-1]['data_wait_share']:5.1f} % of step time", flush=True)
+    ratio = rows[3]["clips_per_s"] / rows[1]["clips_per_s"]
+    print(f"  head-only epoch from the cache is {ratio:.1f}x faster than the same epoch end to end (frozen backbone, 2 workers)")
+    return rows
+
+
+def eval_child(m: int, n: int, folder: str) -> None:
+    """Runs in a fresh process: evaluate n queries against an m-video synthetic cached gallery."""
+    import numpy as np
+    import torch
+
+    from glscl.config import ModelConfig
+    from glscl.evaluate import similarity_matrix
+    from glscl.model import GLSCL
+
+    d, t, l = 512, 12, 32
+    frames = np.load(Path(folder) / "frames.npy", mmap_mode="r")[:m]
+    mask = np.ones((256, t), dtype=bool)
+    torch.manual_seed(0)
+    head = GLSCL(ModelConfig(), d).eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        text = head.encode_text(torch.randn(n, d), torch.randn(n, l, d), torch.ones(n, l, dtype=torch.bool))
+        blocks = ((torch.from_numpy(np.array(frames[i:i + 256], dtype=np.float32)), torch.from_numpy(mask[: min(256, m - i)]))
+                  for i in range(0, m, 256))
+        sim = similarity_matrix(head, text, blocks, "cpu")
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"videos": m, "queries": n, "seconds": seconds, "peak_rss_mb": peak_mb, "shape": list(sim.shape)}))
+
+
+def eval_figures(galleries: list[int], n: int = 1000) -> list[dict]:
+    import numpy as np
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        m_max = max(galleries)
+        frames = np.lib.format.open_memmap(Path(folder) / "frames.npy", mode="w+", dtype=np.float16, shape=(m_max, 12, 512))
+        rng = np.random.default_rng(0)
+        for i in range(0, m_max, 10000):
+            frames[i:i + 10000] = rng.standard_normal((min(10000, m_max - i), 12, 512), dtype=np.float32).astype(np.float16)
+        frames.flush()
+        del frames
+        for m in galleries:
+            r = subprocess.run([sys.executable, __file__, "--eval-child", str(m), str(n), folder], capture_output=True, text=True, check=True)
+            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
+            print(f"  {n} x {m:>7,d} gallery: {rows[-1]['seconds']:7.1f} s, peak memory {rows[-1]['peak_rss_mb'] / 1024:5.2f} GB", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="train,eval")
+    ap.add_argument("--world", default="data/world")
+    ap.add_argument("--out", default="runs/bench-engine")
+    ap.add_argument("--steps", type=int, default=18, help="training steps measured per case")
+    ap.add_argument("--galleries", default="10000,100000")
+    ap.add_argument("--eval-child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.eval_child:
+        eval_child(int(args.eval_child[0]), int(args.eval_child[1]), args.eval_child[2])
+        return
+    record = {}
+    if "train" in args.parts:
+        print("training speed on the embedded world (glscl-tiny, 8 frames, batch 32):")
+        record["train"] = train_figures(Path(args.world), Path(args.out), args.steps)
+    if "eval" in args.parts:
+        print("evaluation at the paper's shapes, 1,000 queries, streamed gallery:")
+        record["eval"] = eval_figures([int(x) for x in args.galleries.split(",")])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "bench_engine.json").write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

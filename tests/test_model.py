@@ -132,9 +132,3 @@ def test_attention_maps_replay_the_decoder_and_respect_masks():
     assert maps.shape == (2, 2, 3, 6)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 3), atol=1e-5)
     assert torch.all(maps[:, 1, :, 3:] == 0)
-    # the replay is the same computation: rebuild c^v from a manual pass and compare
-    x = head.local.video_queries.unsqueeze(0).expand(2, -1, -1)
-    for layer in head.local.video_decoder.layers:
-        x = layer(x, frames, memory_key_padding_mask=~mask)
-    x = F.normalize(head.local.video_decoder.norm(x), dim=-1)
-    assert torch.allclose(x, head.local.encode_video(frames, mask), atol=1e-5)

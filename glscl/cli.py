@@ -155,11 +155,15 @@ def main(argv=None) -> int:
         from . import demo
         demo.main(argv[1:])
         return 0
+    from .data.adapters import DatasetError
+    from .data.video import VideoError
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"glscl {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, DatasetError, VideoError, FileNotFoundError) as e:
+        # errors raised inside DataLoader workers arrive with the worker's traceback: keep the message line
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        print(f"glscl {args.command}: error: {lines[-1] if lines else type(e).__name__}", file=sys.stderr)
         return 2
     return 0
 

@@ -125,8 +125,13 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
               **metrics, **world_probes(cfg, sim, splits["test"]),
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
               "cache_s": t_cache, "train_s": t_train, "eval_s": t_eval,
-              "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries}
+              "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
+              "skipped_items": sum(len(s.skipped) for s in splits.values())}
     if dist.is_main():
+        skipped = [{"split": name, "file": f, "row": row, "reason": why} for name, s in splits.items() for f, row, why in s.skipped]
+        if skipped:
+            (Path(run_dir) / "skipped.json").write_text(json.dumps(skipped, indent=2))
+            print(f"skipped {len(skipped)} bad items (data.skip_bad=true); listed in {Path(run_dir) / 'skipped.json'}")
         (Path(run_dir) / "metrics.json").write_text(json.dumps(record, indent=2))
         torch.save(sim, Path(run_dir) / "test_similarity.pt")
     return record

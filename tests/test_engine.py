@@ -139,3 +139,28 @@ def test_demo_quick_prints_the_table(tmp_path):
         assert label in r.stdout
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert [x["interaction"] for x in results] == ["both", "global", "mean"]
+
+
+def test_corrupt_video_stops_with_one_line_error_or_is_skipped_and_counted(tiny_world, tiny_clip, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    from glscl.data.world import load_world
+    victim = next(v for v in load_world(world).videos if v.split == "train")
+    path = world / "videos" / f"{victim.video_id}.mp4"
+    path.write_bytes(path.read_bytes()[:300])  # truncated mp4
+    cfg_path = tmp_path / "run.yaml"
+    from glscl.config import save_config
+    cfg = tiny_run_config(world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=1)
+    save_config(cfg, cfg_path)
+    r = subprocess.run([sys.executable, "-m", "glscl.cli", "train", "--config", str(cfg_path)], capture_output=True, text=True)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("glscl train: error:") and victim.video_id in err
+    r = subprocess.run([sys.executable, "-m", "glscl.cli", "train", "--config", str(cfg_path), "data.skip_bad=true"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    skipped = json.loads((tmp_path / "runs" / "tiny" / "skipped.json").read_text())
+    assert len(skipped) == 1 and victim.video_id in skipped[0]["row"]
+    assert json.loads((tmp_path / "runs" / "tiny" / "metrics.json").read_text())["skipped_items"] == 1

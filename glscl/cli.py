@@ -92,9 +92,32 @@ def cmd_eval(args) -> None:
     from .data import load_split
     split = load_split(cfg.data, "test")
     sim = torch.load(sim_file, weights_only=True)
-    rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl)
+    bank = _qb_norm_bank(run_dir, cfg) if args.qb_norm else None
+    rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl, bank_sim=bank)
     for name, m in rows.items():
         print(name.ljust(24), "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
+
+
+def _qb_norm_bank(run_dir: Path, cfg):
+    """Similarities of the training captions (the query bank) to the test videos, from the feature cache."""
+    from .backbone import create_backbone
+    from .checkpoint import load_config_and_vocab, load_weights
+    from .data import load_split
+    from .data.cache import build_cache
+    from .evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
+    from .model import GLSCL
+    if not cfg.data.cache_dir:
+        raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
+    _, vocab = load_config_and_vocab(run_dir / "checkpoints" / "best")
+    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words)
+    if vocab is not None:
+        backbone.use_compact_vocab(vocab)
+    caches = {s: build_cache(backbone, load_split(cfg.data, s), cfg.data.cache_dir, num_frames=cfg.model.num_frames,
+                             sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers) for s in ("train", "test")}
+    head = GLSCL(cfg.model, backbone.width)
+    load_weights(run_dir / "checkpoints" / "best", head)
+    bank_text = encode_cached_texts(head.eval(), caches["train"], "cpu")
+    return similarity_matrix(head, bank_text, cached_video_blocks(caches["test"]), "cpu")
 
 
 def cmd_bench(args) -> None:
@@ -133,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="metrics of a finished run (optionally with DSL, marked transductive)", formatter_class=raw)
     p.add_argument("run", help="results folder of a run")
     p.add_argument("--dsl", action="store_true", help="also report dual-softmax re-scoring (transductive)")
+    p.add_argument("--qb-norm", action="store_true",
+                   help="also report QB-Norm (k=1, beta=70) with the training captions as query bank (transductive; t2v only)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="similarity-head efficiency benchmark (FLOPs, time, memory)", formatter_class=raw)

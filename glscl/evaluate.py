@@ -71,8 +71,12 @@ def evaluate_cached(head: GLSCL, cache, device="cpu", batch_size: int = 256) -> 
 def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False, bank_sim: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
     """Metrics rows: 'plain' always; 'dsl' and 'qb-norm' (transductive) only when asked."""
     rows = {"plain": retrieval_metrics(sim, caption_video)}
-    if dsl:
-        rows["dsl (transductive)"] = retrieval_metrics(dual_softmax(sim), caption_video)
-    if bank_sim is not None:
-        rows["qb-norm (transductive)"] = retrieval_metrics(qb_norm(sim, bank_sim), caption_video)
+    if dsl:  # the prior is taken over the gallery side of each direction
+        t2v = retrieval_metrics(dual_softmax(sim), caption_video)
+        v2t = retrieval_metrics(dual_softmax(sim.T).T, caption_video)
+        rows["dsl (transductive)"] = {**{k: v for k, v in t2v.items() if k.startswith("t2v")},
+                                      **{k: v for k, v in v2t.items() if k.startswith("v2t")}}
+    if bank_sim is not None:  # QB-Norm re-normalises text-to-video rows only
+        normed = retrieval_metrics(qb_norm(sim, bank_sim), caption_video)
+        rows["qb-norm (transductive)"] = {k: v for k, v in normed.items() if k.startswith("t2v")}
     return rows

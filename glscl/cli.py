@@ -120,6 +120,11 @@ def _qb_norm_bank(run_dir: Path, cfg):
     return similarity_matrix(head, bank_text, cached_video_blocks(caches["test"]), "cpu")
 
 
+def cmd_ablate(args) -> int:
+    from . import ablate
+    return ablate.main(args)
+
+
 def cmd_bench(args) -> None:
     from . import bench
     bench.run(args)
@@ -159,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qb-norm", action="store_true",
                    help="also report QB-Norm (k=1, beta=70) with the training captions as query bank (transductive; t2v only)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, in parallel",
+                       formatter_class=raw, description="Expand a grid file into runs, execute notebooks/run.ipynb "
+                       "once per run with papermill (resumable, shardable) and write <out>/results.csv and figures.")
+    from . import ablate
+    ablate.add_arguments(p)
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("bench", help="similarity-head efficiency benchmark (FLOPs, time, memory)", formatter_class=raw)
     try:

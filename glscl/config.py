@@ -146,6 +146,9 @@ class ModelConfig(_Section):
     interaction: str = _field("both", "Which similarity is used: 'global' (S_g), 'local' (S_l) or 'both' (S_g + lambda S_l); 'mean' = CLIP4Clip mean pooling baseline.", choices=("global", "local", "both", "mean"))
     dropout: float = _field(0.1, "Dropout inside the temporal transformer and the decoder.", min=0.0, max=1.0)
     freeze_backbone: bool = _field(False, "Keep the CLIP backbone frozen (required when training from the feature cache).")
+    objective: str = _field("glscl", "Similarity and training loss: 'glscl' (S = S_g + lambda S_l; InfoNCE + ICL + IDL) or 'vtc' (ALPRO's video-text contrastive baseline: text [CLS] = end-of-text state, video [CLS] = mean of the temporal transformer's frame outputs, each projected to model.vtc_dim and L2-normalised, S = cosine, symmetric InfoNCE at a learned temperature; interaction, queries and ICL/IDL are then unused). Both train from the feature cache or end to end.", choices=("glscl", "vtc"))
+    vtc_dim: int = _field(256, "VTC: width of the text and video projection heads (ALPRO: 256).", min=1)
+    vtc_temperature: float = _field(0.07, "VTC: initial value of the learned temperature (ALPRO: 0.07); clamped to [0.001, 0.5] before every use.", min=0.001, max=0.5)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class LossConfig(_Section):
     released_target: float = _field(0.75, "'released' variant: target cosine of the per-query consistency term.", min=-1.0, max=1.0)
     mask_false_negatives: bool = _field(True, "Exclude in-batch pairs whose captions are identical from the negatives.")
     max_logit_scale: float = _field(100.0, "Clamp of CLIP's learned logit scale exp(s).", min=1.0)
+    pem_weight: float = _field(0.0, "Weight of ALPRO's prompt entity modeling loss, added to either objective (0 = off; ALPRO: 1). PEM needs pixels, so it trains end to end only (data.cache_dir must be unset); its settings are in the pem section.", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,28 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class PEMConfig(_Section):
+    """Prompt entity modeling (ALPRO); active when loss.pem_weight > 0, end to end only."""
+
+    section: typing.ClassVar[str] = "pem"
+
+    prompter: Optional[str] = _field(None, "Checkpoint of the frozen prompter, a VTC-trained dual encoder (open_clip file or 'local-dir:<folder>'); None = model.pretrained (on the embedded world: the tiny CLIP pre-trained contrastively on frames).")
+    prompter_backbone: Optional[str] = _field(None, "open_clip model name of the prompter; None = model.backbone.")
+    num_entities: int = _field(1000, "M: how many entities, the most frequent in the training captions (ALPRO: 1000); fewer when the captions hold fewer.", min=1)
+    entity_kind: str = _field("nouns", "What an entity is: 'nouns' (ALPRO: head nouns, e.g. 'circle') or 'phrases' (the head noun with its adjectives, e.g. 'small red circle'; the embedded world has only 3 nouns).", choices=("nouns", "phrases"))
+    templates: str = _field("video", "Prompt ensemble, averaged and re-normalised per entity: 'video' (ALPRO's 12 video templates, 'A footage of a {}.', 'A video of a {}.', ...) or 'bare' ('a {}', the style of the embedded world's frame captions).", choices=("video", "bare"))
+    temperature: Optional[float] = _field(None, "tau of the pseudo-labels q = softmax(cos(crop, prompt) / tau); None = the prompter's own learned temperature (as in ALPRO).", min=1e-4)
+    min_confidence: float = _field(0.2, "A sample is dropped from the PEM loss when max_m q_m < this (paper: 0.2).", min=0.0, max=1.0)
+    confidence_rule: str = _field("paper", "'paper': drop when max q < pem.min_confidence; 'released': the released code's test, which compares the argmax *index* with the threshold (a bug: it drops only samples whose best entity is entity 0).", choices=("paper", "released"))
+    crop_min_area: float = _field(0.3, "Smallest share of the frame covered by the random crop box (ALPRO: 0.3); boxes lie on the patch grid.", min=0.0, max=1.0)
+    crop_max_area: float = _field(0.5, "Largest share of the frame covered by the random crop box (ALPRO: 0.5).", min=0.0, max=1.0)
+
+    def check(self) -> None:
+        if self.crop_min_area > self.crop_max_area:
+            raise ConfigError(f"pem.crop_min_area = {self.crop_min_area} exceeds pem.crop_max_area = {self.crop_max_area}")
+
+
+@dataclass(frozen=True)
 class RunConfig(_Section):
     """Everything one run needs; saved as config.yaml beside every result."""
 
@@ -216,6 +242,13 @@ class RunConfig(_Section):
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "Losses."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
+    pem: PEMConfig = field(default_factory=PEMConfig, metadata={"help": "Prompt entity modeling (ALPRO)."})
+
+    def check(self) -> None:
+        if self.loss.pem_weight > 0 and self.data.cache_dir:
+            raise ConfigError(f"loss.pem_weight = {self.loss.pem_weight} needs pixels (prompt entity modeling trains end to end): unset data.cache_dir")
+        if self.loss.pem_weight > 0 and self.pem.prompter is None and self.model.pretrained is None:
+            raise ConfigError("loss.pem_weight > 0 needs a VTC-trained prompter: set pem.prompter (model.pretrained is None)")
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:

@@ -90,6 +90,7 @@ def pretrain_clip(world_root: str | Path, out_file: str | Path, cfg: PretrainCon
     num_frames = load_world(world_root).config.frames
     pixels, captions = _frames_and_captions(world_root, transform, num_frames, progress)
     ids = backbone.tokenizer(captions)
+    ids = ids[:, : int((ids != 0).sum(1).max())]  # frame captions are short: drop the all-padding tail
     cap_id = torch.from_numpy(caption_ids(captions))
     opt = torch.optim.AdamW(backbone.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.steps, cfg.warmup))

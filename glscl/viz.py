@@ -1,0 +1,334 @@
+"""Plotting helpers shared by the tutorials and the widgets: frame strips, heat maps, score bars.
+
+Nothing here computes the method; these functions only draw what ``glscl`` computes.
+
+* frames: ``strip_image`` (frames side by side, padded frames grey), ``show_strip`` (on an axes,
+  optionally with a per-frame weight bar underneath), ``png_bytes`` / ``figure_png`` (for widgets);
+* matrices: ``heatmap`` (seaborn, optional annotation and highlighted cells), ``cosine_matrix``;
+* sampling: ``plot_sampling`` (which native frames ``sample_frame_indices`` keeps);
+* training and retrieval: ``plot_curve``, ``score_bars``, ``plot_retrieval``;
+* text: ``token_labels`` (the word piece at every token position, for attention plots);
+* paths: ``repo_path`` (notebooks run from ``notebooks/``; their relative paths mean the repository root).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+PAD_GREY = 90  # colour of a padded (masked) frame in a strip
+
+
+# ----------------------------------------------------------------------------------------------
+# paths
+# ----------------------------------------------------------------------------------------------
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: the working directory) holding pyproject.toml."""
+    here = Path(start or Path.cwd()).resolve()
+    return next((p for p in (here, *here.parents) if (p / "pyproject.toml").is_file()), here)
+
+
+def repo_path(path: str | Path | None) -> Path | None:
+    """``path`` as given if absolute; otherwise relative to the repository root (None stays None)."""
+    if path is None:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() else repo_root() / path
+
+
+# ----------------------------------------------------------------------------------------------
+# frames
+# ----------------------------------------------------------------------------------------------
+
+def as_frames(frames) -> np.ndarray:
+    """(T, H, W, 3) uint8 numpy array from a torch tensor or array (uint8 or float in [0, 1])."""
+    x = frames.detach().cpu().numpy() if hasattr(frames, "detach") else np.asarray(frames)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3), got shape {x.shape}")
+    if x.dtype != np.uint8:
+        x = (np.clip(x, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return x
+
+
+def strip_image(frames, mask=None, gap: int = 2, gap_value: int = 255) -> np.ndarray:
+    """Frames side by side as one (H, T W + (T - 1) gap, 3) uint8 image; padded frames (mask False) grey."""
+    x = as_frames(frames).copy()
+    t, h, w, _ = x.shape
+    if mask is not None:
+        m = np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask, dtype=bool)
+        x[~m] = PAD_GREY
+    out = np.full((h, t * w + (t - 1) * gap, 3), gap_value, np.uint8)
+    for i in range(t):
+        out[:, i * (w + gap): i * (w + gap) + w] = x[i]
+    return out
+
+
+def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=None, labels: Sequence[str] | None = None,
+               highlight: int | None = None, weight_label: str = "weight", title_size: float = 9):
+    """Draw a frame strip on ``ax`` (a new figure if None); returns the axes.
+
+    weights: one value per frame, drawn as bars under the strip (e.g. global interaction weights or
+    a query's attention); labels: text under each frame (default "t=0", "t=1", ... and "pad");
+    highlight: index of a frame to outline.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    x = as_frames(frames)
+    t, h, w, _ = x.shape
+    gap = max(1, w // 32)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(min(1.1 * t, 16), 1.6 if weights is None else 2.4))
+    ax.imshow(strip_image(x, mask, gap))
+    centres = [i * (w + gap) + w / 2 - 0.5 for i in range(t)]
+    m = np.ones(t, bool) if mask is None else np.asarray(mask.cpu() if hasattr(mask, "cpu") else mask, bool)
+    if labels is None:
+        labels = [f"t={i}" if m[i] else "pad" for i in range(t)]
+    ax.set_xticks(centres)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_yticks([])
+    for side in ("top", "right", "left", "bottom"):
+        ax.spines[side].set_visible(False)
+    if highlight is not None:
+        ax.add_patch(Rectangle((highlight * (w + gap) - 1, -1), w + 1, h + 1, fill=False, lw=2.5, ec="#ff00ff"))
+    if title:
+        ax.set_title(title, fontsize=title_size, loc="left")
+    if weights is not None:
+        wts = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
+        bar_h = 0.6 * h
+        top = h + 2
+        ax.set_ylim(top + bar_h + 1, -1)
+        peak = max(float(np.nanmax(wts)), 1e-12)
+        for i, v in enumerate(wts):
+            height = bar_h * v / peak
+            ax.add_patch(Rectangle((i * (w + gap), top + bar_h - height), w, height, color="#1f77b4", alpha=0.85))
+            ax.text(centres[i], top + bar_h - height - 1, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
+        ax.text(-2, top + bar_h, weight_label, ha="right", va="bottom", fontsize=7)
+    return ax
+
+
+def png_bytes(image: np.ndarray, height: int | None = None) -> bytes:
+    """PNG bytes of a uint8 (H, W, 3) image, optionally resized (nearest) to ``height`` pixels."""
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(image))
+    if height and img.height != height:
+        img = img.resize((max(1, round(img.width * height / img.height)), height), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def figure_png(fig, dpi: int = 90, close: bool = True) -> bytes:
+    """PNG bytes of a matplotlib figure (closed afterwards unless ``close`` is False)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    if close:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# matrices
+# ----------------------------------------------------------------------------------------------
+
+def cosine_matrix(a, b=None) -> np.ndarray:
+    """Cosine similarities between the rows of ``a`` (R x d) and of ``b`` (default ``a``): R x R'."""
+    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64)
+    b = a if b is None else np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    return a @ b.T
+
+
+def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = None, vmin=None, vmax=None,
+            cmap: str = "viridis", annotate: bool | None = None, fmt: str = ".2f", cbar: bool = True,
+            highlight: Sequence[tuple[int, int]] = (), xlabel: str | None = None, ylabel: str | None = None,
+            label_size: float = 7, xrotation: float = 90):
+    """A seaborn heat map of a 2-D matrix; ``highlight`` outlines cells (row, column). Returns the axes.
+
+    annotate: write the values in the cells (default: when the matrix has at most 12 x 16 cells).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.patches import Rectangle
+
+    m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    if m.ndim != 2:
+        raise ValueError(f"heatmap needs a 2-D matrix, got shape {m.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(3.0, 0.45 * m.shape[1] + 1.5), max(2.5, 0.35 * m.shape[0] + 1)))
+    if annotate is None:
+        annotate = m.shape[0] <= 12 and m.shape[1] <= 16
+    sns.heatmap(m, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annotate, fmt=fmt, cbar=cbar,
+                annot_kws={"fontsize": 6}, xticklabels=list(xlabels) if xlabels is not None else "auto",
+                yticklabels=list(ylabels) if ylabels is not None else "auto", square=False)
+    ax.tick_params(axis="x", labelsize=label_size, rotation=xrotation)
+    ax.tick_params(axis="y", labelsize=label_size, rotation=0)
+    for r, c in highlight:
+        ax.add_patch(Rectangle((c, r), 1, 1, fill=False, ec="#ff00ff", lw=2))
+    if title:
+        ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
+    return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+# ----------------------------------------------------------------------------------------------
+
+def plot_sampling(num_native_frames: int, native_fps: float, num_frames: int, sample_fps: float = 1.0, ax=None,
+                  title: str | None = None):
+    """Timeline of ``sample_frame_indices``: native frames, the 1-per-second candidates, the T kept, the mask.
+
+    Returns (axes, indices, number of real frames).
+    """
+    import matplotlib.pyplot as plt
+
+    from .data.video import sample_frame_indices
+
+    indices, valid = sample_frame_indices(num_native_frames, native_fps, num_frames, sample_fps)
+    step = max(native_fps / sample_fps, 1.0)
+    candidates = np.minimum(np.round(np.arange(0, num_native_frames, step)), num_native_frames - 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(12, 2.3))
+    seconds = num_native_frames / native_fps
+    ax.plot([0, num_native_frames - 1], [2, 2], color="0.7", lw=6, solid_capstyle="butt")
+    ax.scatter(candidates, np.full(len(candidates), 1), marker="|", s=120, color="#1f77b4",
+               label=f"{len(candidates)} candidates ({sample_fps:g} per second)")
+    ax.scatter(indices, np.zeros(len(indices)), marker="v", s=60, color="#d62728", label=f"{valid} kept (T = {num_frames})")
+    for i, idx in enumerate(indices):
+        ax.annotate("", xy=(idx, 0.15), xytext=(idx, 0.85), arrowprops=dict(arrowstyle="->", color="#d62728", lw=0.8))
+    # the mask: T boxes, real ones filled
+    box_w = (num_native_frames - 1) / max(num_frames, 1)
+    for j in range(num_frames):
+        real = j < valid
+        ax.add_patch(plt.Rectangle((j * box_w, -1.4), box_w * 0.9, 0.6, color="#2ca02c" if real else "0.85", ec="0.3"))
+        ax.text(j * box_w + box_w * 0.45, -1.1, "1" if real else "0", ha="center", va="center", fontsize=7)
+    ax.set_yticks([2, 1, 0, -1.1])
+    ax.set_yticklabels([f"{num_native_frames} native frames\n({seconds:.1f} s at {native_fps:g} fps)", "1 fps candidates",
+                        "kept", "mask (T slots)"], fontsize=7)
+    ax.set_ylim(-1.7, 2.6)
+    ax.set_xlim(-0.02 * num_native_frames, 1.02 * num_native_frames)
+    ax.set_xlabel("native frame index", fontsize=8)
+    ax.legend(fontsize=7, loc="upper right", ncol=2, bbox_to_anchor=(1, 1.3))
+    if title:
+        ax.set_title(title, fontsize=9, loc="left")
+    return ax, indices, valid
+
+
+# ----------------------------------------------------------------------------------------------
+# training and retrieval
+# ----------------------------------------------------------------------------------------------
+
+def plot_curve(curve, axes=None):
+    """Training curve of a run (its curve.csv as a DataFrame): losses per epoch and validation R@K."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.3))
+    ax = axes[0]
+    for col, label in (("train_loss", "total"), ("train_contrastive", "contrastive"), ("train_icl", "ICL"),
+                       ("train_idl", "IDL")):
+        if col in curve and curve[col].notna().any():
+            ax.plot(curve["epoch"], curve[col], marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (epoch mean)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    for k in ("R@1", "R@5", "R@10"):
+        col = f"val_t2v_{k}"
+        if col in curve:
+            rows = curve[curve[col].notna()]
+            ax.plot(rows["epoch"], rows[col], marker="o", ms=3, label=f"t2v {k}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation (%)")
+    ax.set_ylim(0, 101)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return axes
+
+
+def score_bars(ax, global_part: Sequence[float], local_part: Sequence[float] | None, labels: Sequence[str],
+               matches: Sequence[bool] | None = None, title: str | None = None):
+    """Horizontal stacked bars: global contribution S_g and local contribution lambda S_l per item.
+
+    Negative contributions are drawn to the left of 0; a dot marks the total S.
+    """
+    g = np.asarray(global_part, float)
+    loc = np.zeros_like(g) if local_part is None else np.asarray(local_part, float)
+    y = np.arange(len(g))[::-1]
+    ax.barh(y, g, color="#1f77b4", label="global  S_g")
+    left = np.where(np.sign(loc) == np.sign(g), g, 0.0)
+    ax.barh(y, loc, left=left, color="#ff7f0e", label="local  lambda S_l")
+    ax.scatter(g + loc, y, color="black", s=12, zorder=3, label="S")
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=7)
+    if matches is not None:
+        for tick, hit in zip(ax.get_yticklabels(), matches):
+            if hit:
+                tick.set_color("#2ca02c")
+                tick.set_fontweight("bold")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int], tuple], title: str | None = None):
+    """One caption's top-k videos: a frame strip per video and the score split into its two parts.
+
+    rows: what ``RetrievalExplorer.search`` returns (rank, index, video_id, score, global, local,
+    match); frames_of(index) -> (frames (T, H, W, 3) uint8, mask). Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    k = len(rows)
+    fig = plt.figure(figsize=(13, 0.95 * k + 0.8))
+    grid = fig.add_gridspec(k, 2, width_ratios=[3.2, 1], wspace=0.25, hspace=0.35)
+    for i, row in enumerate(rows):
+        ax = fig.add_subplot(grid[i, 0])
+        frames, mask = frames_of(row["index"])
+        mark = "  <- the caption's video" if row.get("match") else ""
+        show_strip(frames, mask, ax=ax, labels=[""] * len(frames),
+                   title=f"#{row['rank']} {row['video_id']}  S = {row['score']:.3f}{mark}", title_size=8)
+    ax = fig.add_subplot(grid[:, 1])
+    score_bars(ax, [r["global"] for r in rows], [r["local"] for r in rows] if rows and rows[0].get("local") is not None else None,
+               [f"#{r['rank']} {r['video_id']}" for r in rows], [bool(r.get("match")) for r in rows],
+               title="score parts")
+    fig.suptitle(title or f"\"{caption}\"", fontsize=10, x=0.02, ha="left")
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# text
+# ----------------------------------------------------------------------------------------------
+
+def token_labels(tokenizer, ids, mask=None) -> list[str]:
+    """The word piece at every token position of one caption (``<start>``, words, ``<end>``).
+
+    ``tokenizer``: a ``glscl.backbone.Tokenizer`` (compact vocabulary or not); ``ids``: its output
+    for one caption (L,); ``mask``: real tokens (default: up to end-of-text). Padding is dropped.
+    """
+    ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
+    if tokenizer.vocab is not None:
+        ids = [tokenizer.vocab[i] for i in ids]
+    eot = tokenizer.eot_id
+    n = (ids.index(eot) + 1 if eot in ids else len(ids)) if mask is None else int(np.asarray(mask).sum())
+    decoder = tokenizer.bpe.decoder
+    out = []
+    for i in ids[:n]:
+        word = decoder.get(i, f"<{i}>")
+        word = {"<start_of_text>": "<start>", "<end_of_text>": "<end>"}.get(word, word.replace("</w>", ""))
+        out.append(word)
+    return out

@@ -34,6 +34,7 @@ Layout of a grid folder::
                                    timing.json (time inside run()), ablate.json (wall time),
                                    FAILED.json (error, traceback tail, time) when it failed
     notebooks/<run_id>.ipynb       the executed run notebook, kept for every run (failed ones too)
+    logs/worker-<pid>.log          what the worker processes and their kernels printed to stderr
     results.csv                    the tidy table: one row per run, rebuilt from runs/ every time
     figures/                       PNG, PDF and SVG figures (glscl.plots)
 
@@ -202,7 +203,7 @@ def expand(spec: GridSpec) -> list[RunSpec]:
 def shard(runs: list, i: int, n: int) -> list:
     """Every n-th run starting at i (0 <= i < n): the shards of a grid partition it."""
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+        raise ConfigError(f"shard {i}/{n}: need 0 <= i < n")
     return runs[i::n]
 
 
@@ -290,12 +291,24 @@ def collect(spec: GridSpec, out: str | Path):
             failed = _read_json(d / "FAILED.json")
             row.update(wall_s=failed.get("wall_s", math.nan), error=failed.get("error", ""))
         rows.append(row)
-    table = pd.DataFrame(rows)
-    for key, col in cols.items():  # integers stay integers where some rows are empty
+    return _int_columns(pd.DataFrame(rows), spec)
+
+
+def _int_columns(table, spec: GridSpec):
+    """Integer keys stay integers where some rows are empty (e.g. K of the global-only runs)."""
+    for key, col in spec.columns.items():
         values = [v for v in spec.vary[key] if v is not None]
-        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        if col in table and values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             table[col] = table[col].astype("Int64")
     return table
+
+
+def read_table(grid_dir: str | Path):
+    """(results.csv, grid spec) of a grid folder, integer keys restored."""
+    import pandas as pd
+    grid_dir = Path(grid_dir)
+    spec = load_grid(grid_dir / "grid.yaml")
+    return _int_columns(pd.read_csv(grid_dir / "results.csv"), spec), spec
 
 
 def write_table(spec: GridSpec, out: str | Path):
@@ -341,8 +354,17 @@ def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, p
 
 # -- executing one run (in a worker process) ----------------------------------------------------
 
-def _init_worker(threads: int) -> None:
-    """Environment every run notebook's kernel inherits: offline hub, a fair share of the CPU threads."""
+def _init_worker(threads: int, log_dir: str | None = None) -> None:
+    """Environment every run notebook's kernel inherits: offline hub, a fair share of the CPU threads.
+
+    With ``log_dir``, the worker's stderr (and so its kernels' log lines) goes to
+    ``<log_dir>/worker-<pid>.log`` instead of cluttering the progress bar.
+    """
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(log_dir) / f"worker-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     for var in ("GLSCL_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -434,7 +456,9 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
             mark = "run " if r in todo else "skip"
             note = f"  INVALID: {invalid[r.run_id]}" if r.run_id in invalid else ""
             print(f"  {mark} [{state:7}] {r.run_id}{note}")
-        return collect(spec, out)
+        table = collect(spec, out)
+        table.attrs["out"] = str(out)
+        return table
     out.mkdir(parents=True, exist_ok=True)
     if spec.source and Path(spec.source).is_file():
         (out / "grid.yaml").write_text(Path(spec.source).read_text())
@@ -448,7 +472,7 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
         counts = {"ok": 0, "failed": 0}
         bar = tqdm(total=len(todo), desc=f"grid {stem}", unit="run", disable=not progress)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+                                 initializer=_init_worker, initargs=(threads, str(out / "logs"))) as pool:
             futures = [pool.submit(execute_run, r, str(out), str(notebook), base, quick, os.getcwd(), threads) for r in todo]
             for fut in as_completed(futures):
                 run_id, status, wall = fut.result()
@@ -464,6 +488,7 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
             figures_for_grid(table, spec, out / "figures")
         except Exception as e:  # figures are a convenience; the table is the result
             print(f"glscl ablate: figures not drawn ({type(e).__name__}: {e})", file=sys.stderr)
+    table.attrs["out"] = str(out)
     return table
 
 
@@ -474,8 +499,8 @@ def main(args: argparse.Namespace) -> int:
                      dry_run=args.dry_run, quick=args.quick)
     if not args.dry_run:
         counts = table["status"].value_counts().to_dict()
-        out = Path(args.out) if args.out else Path("runs") / "grids" / (Path(args.grid).stem + ("-quick" if args.quick else ""))
-        print(f"{len(table)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f" -> {out / 'results.csv'}")
+        print(f"{len(table)} runs: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+              + f" -> {Path(table.attrs['out']) / 'results.csv'}")
         failed = table[table["status"] == "failed"]
         for _, row in failed.iterrows():
             print(f"  failed {row['run_id']}: {row.get('error', '')}")

@@ -55,21 +55,14 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_cache(args) -> None:
-    from .backbone import create_backbone
     from .data import load_split
-    from .data.cache import build_cache
-    from .run import SPLITS, _vocab
+    from .run import SPLITS, build_caches, load_backbone
     cfg = _load_cfg(args)
     if not cfg.data.cache_dir:
         raise SystemExit("glscl cache: set data.cache_dir=<folder>")
     splits = {s: load_split(cfg.data, s) for s in SPLITS}
-    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words)
-    vocab = _vocab(cfg, splits)
-    if vocab is not None:
-        backbone.use_compact_vocab(vocab)
-    for s in SPLITS:
-        c = build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
-                        sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers)
+    backbone, _ = load_backbone(cfg, splits)
+    for s, c in build_caches(cfg, backbone, splits).items():
         print(f"{splits[s].summary()} -> {c.folder}")
 
 
@@ -100,20 +93,16 @@ def cmd_eval(args) -> None:
 
 def _qb_norm_bank(run_dir: Path, cfg):
     """Similarities of the training captions (the query bank) to the test videos, from the feature cache."""
-    from .backbone import create_backbone
-    from .checkpoint import load_config_and_vocab, load_weights
+    from .checkpoint import load_weights
     from .data import load_split
-    from .data.cache import build_cache
     from .evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
     from .model import GLSCL
+    from .run import build_caches, load_backbone
     if not cfg.data.cache_dir:
         raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
-    _, vocab = load_config_and_vocab(run_dir / "checkpoints" / "best")
-    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words)
-    if vocab is not None:
-        backbone.use_compact_vocab(vocab)
-    caches = {s: build_cache(backbone, load_split(cfg.data, s), cfg.data.cache_dir, num_frames=cfg.model.num_frames,
-                             sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers) for s in ("train", "test")}
+    splits = {s: load_split(cfg.data, s) for s in ("train", "val", "test")}
+    backbone, _ = load_backbone(cfg, splits)
+    caches = build_caches(cfg, backbone, {s: splits[s] for s in ("train", "test")}, progress=False)
     head = GLSCL(cfg.model, backbone.width)
     load_weights(run_dir / "checkpoints" / "best", head)
     bank_text = encode_cached_texts(head.eval(), caches["train"], "cpu")

@@ -125,7 +125,7 @@ class PairwiseHead(nn.Module):
     """
 
     default_block: tuple[int, int] = (256, 256)
-    chunk: int = 1024
+    chunk: int = 256
 
     def encode_text(self, sentence: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor) -> Any:
         raise NotImplementedError
@@ -173,7 +173,8 @@ class PairwiseHead(nn.Module):
 class MeanPoolingHead(PairwiseHead):
     """CLIP4Clip 'meanP': v = mean of the valid frames v_f; S = cos(t, v).
 
-    Follows CLIP4Clip's parameter-free mean pooling (same as ``model.mean_pooling_similarity``).
+    Follows CLIP4Clip's parameter-free mean pooling (same as ``model.mean_pooling_similarity``);
+    simplifies nothing (CLIP4Clip's 'seqTransf' variant would add a temporal transformer per video).
     Per pair: one d-dimensional dot product, 2d FLOPs (a single N x d by d x M product).
     """
 
@@ -256,7 +257,7 @@ class XCLIPHead(PairwiseHead):
     2d (1 + L + T + TL) FLOPs, dominated by the T x L frame-word matrix.
     """
 
-    default_block = (32, 128)
+    default_block = (64, 256)
 
     def __init__(self, tau: float = 0.01):
         super().__init__()
@@ -376,7 +377,7 @@ class GLSCLHead(PairwiseHead):
 
 
 def glscl_encode_once_similarity(head: GLSCL, text_inputs: tuple, video_inputs: tuple,
-                                 block: Block = (1024, 256), chunk: int = 1024) -> torch.Tensor:
+                                 block: Block = (1024, 256), chunk: int = 256) -> torch.Tensor:
     """S (N x M) with every text and video encoded once: O(N + M) decoder passes, then S in blocks.
 
     text_inputs = (sentence N x d, tokens N x L x d, token_mask N x L);

@@ -6,6 +6,9 @@
   and only the GLSCL head trains (fast: what ablation grids use);
 * otherwise training is end to end: decoded clips -> backbone -> head.
 
+``model.objective`` picks the head (GLSCL or ALPRO's VTC, ``glscl.alpro.create_head``) for both
+routes; ``loss.pem_weight > 0`` adds ALPRO's prompt entity modeling (end to end only).
+
 The checkpoint evaluated on test is the one that scored best on the validation split. The
 results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads.
 """
@@ -21,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import distributed as dist
+from .alpro import build_pem, create_head, end_to_end_encoder
 from .backbone import Tokenizer, create_backbone
 from .checkpoint import load_weights
 from .config import RunConfig
@@ -30,7 +34,7 @@ from .data.dataset import ClipDataset, PairDataset
 from .data.video import ClipTransform
 from .evaluate import evaluate_cached, similarity_matrix
 from .metrics import retrieval_metrics
-from .model import GLSCL, Retriever, TextEmbedding
+from .model import Retriever, TextEmbedding
 from .train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
 
 SPLITS = ("train", "val", "test")
@@ -43,6 +47,22 @@ def _vocab(cfg: RunConfig, splits) -> tuple[int, ...] | None:
         from .pretrain import world_vocab
         return world_vocab(cfg.data.root, cfg.model.max_words)
     return Tokenizer.build_vocab(sorted({c for s in splits.values() for c in s.captions}), cfg.model.max_words)
+
+
+def load_backbone(cfg: RunConfig, splits, device="cpu"):
+    """The configured backbone (with the compact vocabulary when asked) and that vocabulary."""
+    vocab = _vocab(cfg, splits)
+    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words, device=device)
+    if vocab is not None:
+        backbone.use_compact_vocab(vocab)
+    return backbone, vocab
+
+
+def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool = True) -> dict:
+    """Feature caches of every split (built once, then reused until weights, sampling or data change)."""
+    return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
+                           sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
+                           progress=progress) for s in splits}
 
 
 def _transform(backbone) -> ClipTransform:
@@ -80,18 +100,13 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
     device = resolve_device(cfg.device)
     seed_everything(cfg.train.seed)
     splits = {s: load_split(cfg.data, s) for s in SPLITS}
-    vocab = _vocab(cfg, splits)
-    backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words, device=device)
-    if vocab is not None:
-        backbone.use_compact_vocab(vocab)
-    head = GLSCL(cfg.model, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    backbone, vocab = load_backbone(cfg, splits, device)
+    head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach())).to(device)
     t0 = time.perf_counter()
     if cfg.data.cache_dir:
         if not cfg.model.freeze_backbone:
             raise ValueError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
-        caches = {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
-                                 sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
-                                 progress=progress) for s in SPLITS}
+        caches = build_caches(cfg, backbone, splits, device, progress)
         t_cache = time.perf_counter() - t0
         run_dir, trainer = train_from_cache(cfg, head, caches["train"], caches["val"], device=device, progress=progress,
                                             resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)
@@ -108,11 +123,11 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
         ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, _transform(backbone),
                          cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
 
-        def encode(batch):
-            return model.encode_text(batch["ids"]), model.encode_video(batch["pixels"], batch["frame_mask"])
+        pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None
+        encode = end_to_end_encoder(model, patch_tokens=pem is not None)
         trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
                           run_dir, device, validate=lambda: evaluate_decoded(model, splits["val"], cfg, device)[1],
-                          vocab=vocab, progress=progress)
+                          vocab=vocab, progress=progress, pem=pem)
         if resume:
             trainer.resume()
         trainer.fit(stop_after_epoch=stop_after_epoch)
@@ -126,6 +141,7 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
               "cache_s": t_cache, "train_s": t_train, "eval_s": t_eval,
               "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
+              "objective": cfg.model.objective, "pem_weight": cfg.loss.pem_weight,
               "skipped_items": sum(len(s.skipped) for s in splits.values())}
     if dist.is_main():
         skipped = [{"split": name, "file": f, "row": row, "reason": why} for name, s in splits.items() for f, row, why in s.skipped]

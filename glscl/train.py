@@ -9,7 +9,10 @@
 * validation on the validation split every ``eval_every`` epochs; the best checkpoint is chosen
   on it (t2v R@1 + R@5 + R@10), never on test;
 * a non-finite loss stops the run with a clear error and leaves the last good checkpoint;
-* under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes.
+* under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes;
+* the objective follows ``model.objective``: GLSCL's loss, or ALPRO's VTC loss (``glscl.alpro``);
+  with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity modeling loss is
+  added: L = L_objective + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
 
 The results folder of a run (``<out_dir>/<name>``) holds config.yaml, environment.json,
 curve.csv, metrics.json and checkpoints/{last,best}.
@@ -37,6 +40,7 @@ from .config import RunConfig, save_config
 from .data.dataset import CachedPairDataset, PairDataset, same_pair_mask
 from .evaluate import evaluate_cached
 from .losses import glscl_loss
+from .alpro import vtc_loss
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
 
@@ -121,15 +125,19 @@ def decoded_batches(ds: PairDataset, num_workers: int, pin_memory: bool = False)
 class Trainer:
     """Trains ``model`` (a ``GLSCL`` head on cached features, or a ``Retriever`` end to end).
 
-    ``encode(batch)`` -> (text embedding, video embedding) on the local batch; the trainer
-    gathers them across processes, forms S with ``head.similarity`` and applies ``glscl_loss``.
+    ``encode(batch)`` -> (text embedding, video embedding) on the local batch, optionally followed
+    by a dict of extras (``{'patch_tokens': ...}`` for PEM); the trainer gathers the embeddings
+    across processes, forms S with ``head.similarity`` and applies the objective's loss
+    (``glscl_loss`` or ``vtc_loss``, by ``model.objective``).
     ``validate()`` -> metrics dict on the validation split (or None).
+    ``pem``: a ``glscl.alpro.PromptEntityModeling`` whose loss is added with weight ``loss.pem_weight``.
     """
 
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, head, encode: Callable, batches: Batches,
                  run_dir: str | Path, device: torch.device, validate: Callable[[], dict] | None = None,
-                 vocab=None, progress: bool = True):
+                 vocab=None, progress: bool = True, pem=None):
         self.cfg, self.model, self.head, self.encode, self.batches = cfg, model, head, encode, batches
+        self.pem = pem
         self.run_dir, self.device, self.validate, self.vocab, self.progress = Path(run_dir), device, validate, vocab, progress
         t = cfg.train
         self.world = dist.world_size()
@@ -190,15 +198,23 @@ class Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            text, video = self.encode(batch)
+            text, video, *extras = self.encode(batch)
             text.sentence, text.queries = dist.gather(text.sentence), dist.gather(text.queries)
             video.frames, video.mask, video.queries = dist.gather(video.frames), dist.gather(video.mask), dist.gather(video.queries)
             sim = self.head.similarity(text, video).float()
             same = same_pair_mask(dist.gather(batch["video"].to(self.device)), dist.gather(batch["caption"].to(self.device)))
-            parts = glscl_loss(sim, self.head.logit_scale,
-                               None if text.queries is None else text.queries.float(),
-                               None if video.queries is None else video.queries.float(),
-                               self.cfg.loss, same_caption=same)
+            if self.cfg.model.objective == "vtc":
+                parts = vtc_loss(sim, self.head.clamp_temperature_(),
+                                 same_caption=same if self.cfg.loss.mask_false_negatives else None)
+            else:
+                parts = glscl_loss(sim, self.head.logit_scale,
+                                   None if text.queries is None else text.queries.float(),
+                                   None if video.queries is None else video.queries.float(),
+                                   self.cfg.loss, same_caption=same)
+            if self.pem is not None:
+                boxes = torch.Generator().manual_seed(hash((self.cfg.train.seed, self.step, dist.rank())) & 0x7FFFFFFF)
+                parts.update(self.pem.loss(batch["pixels"], batch["frame_mask"], extras[0]["patch_tokens"], generator=boxes))
+                parts["loss"] = parts["loss"] + self.cfg.loss.pem_weight * parts["pem"]
         loss = parts["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

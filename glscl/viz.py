@@ -4,11 +4,14 @@ Nothing here computes the method; these functions only draw what ``glscl`` compu
 
 * frames: ``strip_image`` (frames side by side, padded frames grey), ``show_strip`` (on an axes,
   optionally with a per-frame weight bar underneath), ``png_bytes`` / ``figure_png`` (for widgets);
-* matrices: ``heatmap`` (seaborn, optional annotation and highlighted cells), ``cosine_matrix``;
+* matrices: ``heatmap`` (seaborn, optional annotation and highlighted cells), ``matrix_image`` (imshow,
+  fast enough for widgets), ``cosine_matrix``;
 * sampling: ``plot_sampling`` (which native frames ``sample_frame_indices`` keeps);
 * training and retrieval: ``plot_curve``, ``score_bars``, ``plot_retrieval``;
+* efficiency: ``plot_cost_growth`` (a ``glscl bench`` record, log-log);
 * text: ``token_labels`` (the word piece at every token position, for attention plots);
-* paths: ``repo_path`` (notebooks run from ``notebooks/``; their relative paths mean the repository root).
+* paths: ``repo_path`` (notebooks run from ``notebooks/``; their relative paths mean the repository root),
+  ``saved_path`` (a path from a saved config).
 """
 from __future__ import annotations
 
@@ -37,6 +40,15 @@ def repo_path(path: str | Path | None) -> Path | None:
         return None
     path = Path(path)
     return path if path.is_absolute() else repo_root() / path
+
+
+def saved_path(path: str | None) -> str | None:
+    """A path read from a saved config: as is if absolute or existing from here, else from the repository
+    root if it exists there (runs are usually started from the root, notebooks from notebooks/)."""
+    if path is None or Path(path).is_absolute() or Path(path).exists():
+        return path
+    alt = repo_root() / path
+    return str(alt) if alt.exists() else path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,6 +101,7 @@ def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=Non
         labels = [f"t={i}" if m[i] else "pad" for i in range(t)]
     ax.set_xticks(centres)
     ax.set_xticklabels(labels, fontsize=7)
+    ax.tick_params(axis="x", length=0)
     ax.set_yticks([])
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)
@@ -98,12 +111,12 @@ def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=Non
         ax.set_title(title, fontsize=title_size, loc="left")
     if weights is not None:
         wts = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
-        bar_h = 0.6 * h
+        bar_h = 0.75 * h
         top = h + 2
         ax.set_ylim(top + bar_h + 1, -1)
         peak = max(float(np.nanmax(wts)), 1e-12)
         for i, v in enumerate(wts):
-            height = bar_h * v / peak
+            height = 0.7 * bar_h * v / peak
             ax.add_patch(Rectangle((i * (w + gap), top + bar_h - height), w, height, color="#1f77b4", alpha=0.85))
             ax.text(centres[i], top + bar_h - height - 1, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
         ax.text(-2, top + bar_h, weight_label, ha="right", va="bottom", fontsize=7)
@@ -122,12 +135,12 @@ def png_bytes(image: np.ndarray, height: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def figure_png(fig, dpi: int = 90, close: bool = True) -> bytes:
+def figure_png(fig, dpi: int = 90, close: bool = True, tight: bool = True) -> bytes:
     """PNG bytes of a matplotlib figure (closed afterwards unless ``close`` is False)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     if close:
         plt.close(fig)
     return buf.getvalue()
@@ -178,6 +191,34 @@ def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = Non
         ax.set_xlabel(xlabel, fontsize=8)
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=8)
+    return ax
+
+
+def matrix_image(matrix, ax, xlabels=None, ylabels=None, title: str | None = None, vmin=None, vmax=None,
+                 cmap: str = "magma", highlight_row: int | None = None, highlight_cell: tuple[int, int] | None = None,
+                 xlabel: str | None = None, label_size: float = 7, colorbar: bool = True):
+    """A light heat map (``imshow``, no annotations): fast enough to redraw on every widget event."""
+    from matplotlib.patches import Rectangle
+
+    m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
+    im = ax.imshow(m, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if xlabels is not None:
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels(list(xlabels), fontsize=label_size, rotation=90 if max(map(len, map(str, xlabels)), default=0) > 3 else 0)
+    if ylabels is not None:
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_yticklabels(list(ylabels), fontsize=label_size)
+    if highlight_row is not None:
+        ax.add_patch(Rectangle((-0.5, highlight_row - 0.5), m.shape[1], 1, fill=False, ec="#00e5ff", lw=1.5))
+    if highlight_cell is not None:
+        r, c = highlight_cell
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#ff00ff", lw=2))
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
     return ax
 
 
@@ -242,6 +283,8 @@ def plot_curve(curve, axes=None):
             ax.plot(curve["epoch"], curve[col], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (epoch mean)")
+    for a in axes:
+        a.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax = axes[1]
@@ -250,6 +293,11 @@ def plot_curve(curve, axes=None):
         if col in curve:
             rows = curve[curve[col].notna()]
             ax.plot(rows["epoch"], rows[col], marker="o", ms=3, label=f"t2v {k}")
+    score_cols = [f"val_t2v_R@{k}" for k in (1, 5, 10)]
+    if all(c in curve for c in score_cols) and curve[score_cols].notna().all(axis=1).any():
+        scored = curve[curve[score_cols].notna().all(axis=1)]
+        best = scored.loc[scored[score_cols].sum(axis=1).idxmax(), "epoch"]   # the trainer's selection rule
+        ax.axvline(best, color="0.3", ls="--", lw=1, label="selected checkpoint")
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation (%)")
     ax.set_ylim(0, 101)
@@ -279,7 +327,7 @@ def score_bars(ax, global_part: Sequence[float], local_part: Sequence[float] | N
             if hit:
                 tick.set_color("#2ca02c")
                 tick.set_fontweight("bold")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
@@ -294,7 +342,7 @@ def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int]
     import matplotlib.pyplot as plt
 
     k = len(rows)
-    fig = plt.figure(figsize=(13, 0.95 * k + 0.8))
+    fig = plt.figure(figsize=(11.5, 0.95 * k + 0.8))
     grid = fig.add_gridspec(k, 2, width_ratios=[3.2, 1], wspace=0.25, hspace=0.35)
     for i, row in enumerate(rows):
         ax = fig.add_subplot(grid[i, 0])
@@ -308,6 +356,51 @@ def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int]
                title="score parts")
     fig.suptitle(title or f"\"{caption}\"", fontsize=10, x=0.02, ha="left")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# efficiency (the JSON written by ``glscl bench``)
+# ----------------------------------------------------------------------------------------------
+
+COST_LABELS = {"flops": ("GFLOP (2 per multiply-add)", 1e-9), "time": ("seconds (wall clock)", 1.0),
+               "peak_bytes": ("peak tensor memory (MiB)", 2.0 ** -20)}
+
+
+def plot_cost_growth(record: dict, keys: Sequence[str] = ("flops", "time"), axes=None, heads: Sequence[str] | None = None):
+    """Log-log cost of the similarity stage vs gallery size, one line per head of a bench record.
+
+    Filled markers: measured; hollow: extrapolated (or analytic). ``record``: bench.json as loaded
+    (cell keys may be strings). Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.6))
+    axes = np.atleast_1d(axes)
+    n = record["settings"]["texts"]
+    names = list(heads) if heads is not None else list(record["heads"])
+    for i, name in enumerate(names):
+        h = record["heads"][name]
+        sizes = sorted(h["cells"], key=float)
+        colour = f"C{i % 10}"
+        for ax, key in zip(axes, keys):
+            label, scale = COST_LABELS.get(key, (key, 1.0))
+            pts = [(float(m), h["cells"][m][key] * scale, h["cells"][m].get("measured", False))
+                   for m in sizes if h["cells"][m].get(key) is not None]
+            if not pts:
+                continue
+            xs, ys, measured = zip(*pts)
+            ax.plot(xs, ys, "-", color=colour, alpha=0.8, label=h.get("title", name))
+            for x, y, meas in pts:
+                ax.plot([x], [y], "o", color=colour, markerfacecolor=colour if meas else "white", ms=5)
+            ax.set_ylabel(label)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"gallery size M (videos), {n} texts")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper left")
+    return axes
 
 
 # ----------------------------------------------------------------------------------------------

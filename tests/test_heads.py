@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from glscl.bench import CostModel, PeakMemory, _per_block_flops, count_cost, default_args, fit_flop_model, main, RandomFeatures
+from glscl.bench import (CostModel, PeakMemory, RandomFeatures, _per_block_flops, count_cost, count_flops_shapes_only,
+                         default_args, fit_flop_model, main)
 from glscl.heads import (CrossEncoderHead, alpro_pair_flops, cross_encoder_pair_flops, glscl_encode_once_similarity,
                          glscl_per_block_similarity, make_heads)
 
@@ -105,6 +106,11 @@ def test_hand_count_numbers_and_alpro_size():
     assert 20.5e9 < alpro_pair_flops() < 21.5e9
 
 
+def test_shapes_only_count_equals_hand_count(heads):
+    # the bench's --direct-count: FlopCounterMode over FakeTensorMode (no arithmetic)
+    assert count_flops_shapes_only(heads["glscl"], *inputs()) == hand_flops("glscl")
+
+
 @pytest.mark.parametrize("name", HEADS)
 def test_cost_model_is_exact(heads, name):
     feats = RandomFeatures(D, T, L)
@@ -168,9 +174,12 @@ def test_bench_quick_writes_json_and_figure(tmp_path, capsys):
     assert (out / "bench.png").stat().st_size > 10_000
     assert set(data["heads"]) == {"mean", "xpool", "xclip", "cross", "alpro", "glscl", "glscl_per_block"}
     assert data["heads"]["glscl_per_block"]["same_result_as_encode_once"] is True
-    assert max(data["check_flop_model"].values()) < 1e-9
+    assert max(data["flop_model_check"].values()) < 1e-9
     m = str(data["summary"]["m"])
     assert data["heads"]["glscl"]["cells"][m]["measured"] and not data["heads"]["cross"]["cells"][m]["measured"]
+    # the larger gallery is extrapolated (quick: cell limit 0): FLOPs exact, time in proportion to FLOPs
+    big = data["heads"]["xclip"]["cells"]["32"]
+    assert not big["measured"] and big["flops"] == 2 * data["heads"]["xclip"]["cells"]["16"]["flops"]
     goals = record["summary"]["goals"]
     assert goals["per_block_flops_ratio"] > 1 and goals["flops_vs_xclip_pairwise_only"] > 1
     assert default_args(quick=True).quick is True

@@ -1,0 +1,362 @@
+"""Figures and summaries of an ablation grid's tidy table (``results.csv`` from glscl.ablate).
+
+Error bars and bands are **95 % Student-t intervals over seeds**: mean +- t(0.975, n-1) * sd / sqrt(n),
+computed here (``summarize``) rather than bootstrapped, because grids have few seeds (with 2 seeds a
+bootstrap interval is just the range of the two values; the t-interval is wide, as it should be).
+A configuration with one seed gets no interval. Figures clip intervals of R@K and accuracies to
+[0, 100] when drawing; tables and ``findings`` give them unclipped.
+
+* ``line_plot``: a metric against a numeric key (e.g. the number of queries K), one line per level
+  of a categorical key (e.g. the interaction mode); levels for which the numeric key is irrelevant
+  (global-only has no queries) are drawn as a dashed horizontal reference with its band;
+* ``heatmap``: the mean over two numeric keys (e.g. ICL x IDL weights), annotated mean +- half-width;
+* ``bar_plot``: bars per level of a categorical key (optionally grouped by a second one);
+* ``figures_for_grid``: picks those that fit what the grid varies; every figure is written as PNG,
+  PDF and SVG.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+FORMATS = ("png", "pdf", "svg")
+LABELS = {"t2v_R@1": "text-to-video R@1", "t2v_R@5": "text-to-video R@5", "v2t_R@1": "video-to-text R@1",
+          "twin_accuracy": "twin accuracy (chance 50)", "num_queries": "number of queries K",
+          "icl_weight": "ICL weight", "idl_weight": "IDL weight"}
+# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df: int) -> float:
+    """t(0.975, df): table up to 30, then a Cornish-Fisher expansion around the normal quantile."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95 % t-interval, n) of the finite values; half-width NaN for n < 2."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, 0
+    if n == 1:
+        return float(v[0]), math.nan, 1
+    return float(v.mean()), float(t_quantile(n - 1) * v.std(ddof=1) / math.sqrt(n)), n
+
+
+def summarize(table: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """Per configuration (the ``by`` columns; empty values kept as a level): n, mean, ci (half-width), lo, hi."""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    rows = []
+    for key, group in ok.groupby(by, dropna=False, sort=True) if by else [((), ok)]:
+        key = key if isinstance(key, tuple) else (key,)
+        m, hw, n = mean_ci(group[metric])
+        rows.append({**dict(zip(by, key)), "n": n, "mean": m, "ci": hw, "lo": m - hw, "hi": m + hw})
+    return pd.DataFrame(rows, columns=[*by, "n", "mean", "ci", "lo", "hi"])
+
+
+SHORT = {"num_queries": "K"}
+
+
+def fmt_value(value) -> str:
+    """A key's value for labels: integral floats without '.0' (CSV round trips turn ints with gaps into floats)."""
+    if _is_missing(value):
+        return "—"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _clip(metric: str, lo, hi):
+    """Interval ends clipped to the metric's range (R@K and accuracies live in [0, 100]) for drawing only."""
+    if "R@" in metric or "accuracy" in metric:
+        return np.clip(lo, 0, 100), np.clip(hi, 0, 100)
+    return lo, hi
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " "))
+
+
+def _metrics(table: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    return [m for m in metrics if m in table and table[m].notna().any()]
+
+
+def save(fig, out: str | Path, name: str) -> list[Path]:
+    """Write ``fig`` as <out>/<name>.{png,pdf,svg}; returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in FORMATS:
+        path = out / f"{name}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _panels(n: int, width: float = 4.2, height: float = 3.4):
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iterable[str] = ("t2v_R@1",)):
+    """Metrics against numeric ``x`` (mean and 95 % t-band per ``hue`` level); returns the figure."""
+    metrics = _metrics(table, metrics)
+    fig, axes = _panels(len(metrics))
+    levels = list(dict.fromkeys(table.loc[table["status"] == "ok", hue])) if hue else [None]
+    palette = dict(zip(levels, sns.color_palette(n_colors=max(1, len(levels)))))
+    xs = sorted(v for v in table[x].dropna().unique())
+    for ax, metric in zip(axes, metrics):
+        for level in levels:
+            sub = table if hue is None else table[table[hue] == level]
+            s = summarize(sub, [x], metric)
+            line, ref = s[s[x].notna()], s[s[x].isna()]
+            label = str(level) if hue else None
+            if len(line):
+                xv = line[x].astype(float).to_numpy()
+                ax.plot(xv, line["mean"], marker="o", color=palette[level], label=label)
+                ax.fill_between(xv, *_clip(metric, line["lo"], line["hi"]), color=palette[level], alpha=0.2, linewidth=0)
+            elif len(ref):  # this level ignores x: a horizontal reference
+                r = ref.iloc[0]
+                ax.axhline(r["mean"], ls="--", color=palette[level], label=f"{label} (no {x})" if hue else None)
+                if np.isfinite(r["ci"]):
+                    ax.axhspan(*_clip(metric, r["lo"], r["hi"]), color=palette[level], alpha=0.1, linewidth=0)
+        if xs and min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks([float(v) for v in xs], [format(v, "g") for v in xs])
+        ax.set_xlabel(_label(x))
+        ax.set_ylabel(_label(metric))
+    if hue:
+        axes[-1].legend(title=_label(hue), fontsize="small")
+    fig.suptitle("mean over seeds, 95 % t-interval", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] = ("t2v_R@1",)):
+    """Mean of each metric over the (y, x) grid, cells annotated 'mean +- half-width'; returns the figure."""
+    metrics = _metrics(table, metrics)
+    fig, axes = _panels(len(metrics), width=4.8, height=4.0)
+    for ax, metric in zip(axes, metrics):
+        s = summarize(table, [y, x], metric)
+        mean = s.pivot(index=y, columns=x, values="mean").sort_index(ascending=False)
+        ci = s.pivot(index=y, columns=x, values="ci").reindex_like(mean)
+        annot = np.vectorize(lambda m, c: f"{m:.1f}" + ("" if not np.isfinite(c) else f"\n±{c:.1f}"))(mean.to_numpy(float), ci.to_numpy(float))
+        sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", ax=ax, cbar_kws={"label": _label(metric)},
+                    annot_kws={"fontsize": "x-small"})
+        ax.set_xticklabels([format(float(v), "g") for v in mean.columns])
+        ax.set_yticklabels([format(float(v), "g") for v in mean.index], rotation=0)
+        ax.set_xlabel(_label(x))
+        ax.set_ylabel(_label(y))
+        ax.set_title(_label(metric), fontsize="small")
+    fig.suptitle("mean over seeds (± 95 % t-interval half-width)", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iterable[str] = ("t2v_R@1",),
+             title: str = "mean over seeds, 95 % t-interval"):
+    """Bars (mean, 95 % t-interval error bars) per level of ``x``, grouped by ``hue``; returns the figure."""
+    metrics = _metrics(table, metrics)
+    fig, axes = _panels(len(metrics))
+    ok = table[table["status"] == "ok"]
+    xs = list(dict.fromkeys(ok[x]))
+    hues = list(dict.fromkeys(ok[hue])) if hue else [None]
+    colors = sns.color_palette(n_colors=max(len(hues), len(xs)))
+    width = 0.8 / len(hues)
+    for ax, metric in zip(axes, metrics):
+        s = summarize(ok, [x] + ([hue] if hue else []), metric)
+        for j, h in enumerate(hues):
+            sub = s if hue is None else s[s[hue] == h]
+            pos, mean, err = [], [], [[], []]
+            for i, level in enumerate(xs):
+                row = sub[sub[x] == level]
+                if len(row):
+                    m, lo, hi = row["mean"].iloc[0], row["lo"].iloc[0], row["hi"].iloc[0]
+                    lo, hi = _clip(metric, lo, hi) if np.isfinite(lo) else (m, m)
+                    pos.append(i - 0.4 + width * (j + 0.5))
+                    mean.append(m)
+                    err[0].append(m - lo)
+                    err[1].append(hi - m)
+            ax.bar(pos, mean, width=width * 0.95, yerr=err, capsize=3, label=None if hue is None else str(h),
+                   color=colors[j] if hue else [colors[xs.index(level)] for level in xs if len(sub[sub[x] == level])])
+        ax.set_xticks(range(len(xs)), [str(v) for v in xs])
+        ax.set_xlabel(_label(x))
+        ax.set_ylabel(_label(metric))
+    if hue:
+        axes[-1].legend(title=_label(hue), fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def best_by_validation(table: pd.DataFrame, level_col: str, choose_col: str, score: str = "best_val_score") -> pd.DataFrame:
+    """For each level of ``level_col``, keep only the runs whose ``choose_col`` value has the best mean validation score.
+
+    E.g. each interaction mode at its best K, where "best" is decided on the validation split (``best_val_score``
+    of metrics.json: t2v R@1 + R@5 + R@10 on val), never on test. Rows where ``choose_col`` is empty are kept.
+    """
+    ok = table[table["status"] == "ok"]
+    keep = []
+    for _, group in ok.groupby(level_col, sort=False, dropna=False):
+        chosen = group[group[choose_col].isna()]
+        rest = group[group[choose_col].notna()]
+        if len(rest):
+            means = rest.groupby(choose_col)[score].mean()
+            chosen = pd.concat([chosen, rest[rest[choose_col] == means.idxmax()]])
+        keep.append(chosen)
+    return pd.concat(keep) if keep else ok
+
+
+def _varying(table: pd.DataFrame, spec) -> tuple[list[str], list[str]]:
+    """(numeric, categorical) columns of the grid's varying keys that take more than one value among ok runs."""
+    ok = table[table["status"] == "ok"]
+    numeric, categorical = [], []
+    for key, col in spec.columns.items():
+        if col not in ok or ok[col].dropna().nunique() < 2:
+            continue
+        values = [v for v in spec.vary[key] if v is not None]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            numeric.append(col)
+        else:
+            categorical.append(col)
+    return numeric, categorical
+
+
+def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterable[str] | None = None) -> list[Path]:
+    """Draw the figures that fit what ``spec`` varies into ``out``; returns every file written.
+
+    * two or more numeric keys: a heat map over the first two (e.g. ICL x IDL weights);
+    * one numeric key: the metrics against it, one line per level of the first categorical key
+      (e.g. R@1 vs K per interaction mode);
+    * categorical keys: bars per level; with two, grouped bars. When a numeric key varies too, each
+      bar is its level at the numeric value chosen on validation (e.g. each interaction mode at its
+      best K), labelled with that value.
+    """
+    metrics = list(metrics or spec.metrics)
+    numeric, categorical = _varying(table, spec)
+    paths: list[Path] = []
+    if len(numeric) >= 2:
+        paths += save(heatmap(table, numeric[1], numeric[0], metrics), out, f"heatmap_{numeric[0]}_x_{numeric[1]}")
+    elif len(numeric) == 1:
+        hue = categorical[0] if categorical else None
+        name = f"{numeric[0]}" + (f"_by_{hue}" if hue else "")
+        paths += save(line_plot(table, numeric[0], hue, metrics), out, name)
+    if len(numeric) == 1 and categorical and "best_val_score" in table:
+        col, x = categorical[0], numeric[0]
+        best = best_by_validation(table, col, x).copy()
+        best[col] = [f"{c}\n{SHORT.get(x, x)}={fmt_value(k)}" if not _is_missing(k) else str(c) for c, k in zip(best[col], best[x])]
+        paths += save(bar_plot(best, col, None, metrics, title=f"each at its {SHORT.get(x, x)} chosen on validation; "
+                                                              "mean over seeds, 95 % t-interval"), out, f"bars_{col}_best_{x}")
+        categorical = categorical[1:]
+    if len(categorical) == 2:
+        paths += save(bar_plot(table, categorical[0], categorical[1], metrics), out, f"bars_{categorical[0]}_by_{categorical[1]}")
+    else:
+        for col in categorical:
+            paths += save(bar_plot(table, col, None, metrics), out, f"bars_{col}")
+    return paths
+
+
+# -- tables and findings for the report ---------------------------------------------------------
+
+def summary_table(table: pd.DataFrame, spec, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per configuration: n seeds and 'mean ± half-width' (95 % t-interval) per metric."""
+    by = [c for c in spec.columns.values() if c in table]
+    metrics = _metrics(table, metrics or spec.metrics)
+    out = None
+    for metric in metrics:
+        s = summarize(table, by, metric)
+        s[metric] = [f"{m:.1f}" + ("" if not np.isfinite(c) else f" ± {c:.1f}") for m, c in zip(s["mean"], s["ci"])]
+        s = s[by + ["n", metric]]
+        out = s if out is None else out.merge(s.drop(columns="n"), on=by, how="outer")
+    if out is None:
+        return pd.DataFrame()
+    if metrics:
+        order = summarize(table, by, metrics[0])["mean"].to_numpy()
+        out = out.iloc[np.argsort(-order, kind="stable")].reset_index(drop=True)
+    for c in by:
+        out[c] = [fmt_value(v) for v in out[c]]
+    return out
+
+
+def paired_difference(table: pd.DataFrame, a: dict, b: dict, metric: str) -> tuple[float, float, int]:
+    """Mean and 95 % t half-width of (a - b) over the seeds both configurations share (paired by seed)."""
+    def select(cond):
+        sub = table[table["status"] == "ok"]
+        for k, v in cond.items():
+            sub = sub[sub[k].isna()] if _is_missing(v) else sub[sub[k] == v]
+        return sub.set_index("seed")[metric]
+    da, db = select(a), select(b)
+    common = da.index.intersection(db.index)
+    return mean_ci((da[common] - db[common]).to_numpy(float))
+
+
+def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
+    """A few sentences (markdown) computed from the table: best configuration, interaction modes, best K.
+
+    Where a mode has several K, "its K" is the one with the best mean validation score (never chosen on test).
+    """
+    metric = metric or spec.metrics[0]
+    by = [c for c in spec.columns.values() if c in table]
+    ok = table[table["status"] == "ok"]
+    lines = [f"Metric: **{_label(metric)}** on test, mean ± 95 % t-interval over seeds; {len(ok)} of {len(table)} runs finished"
+             + (f", {int((table['status'] == 'failed').sum())} failed." if (table["status"] == "failed").any() else ".")]
+    if ok.empty or metric not in ok:
+        return "\n\n".join(lines)
+    s = summarize(table, by, metric).sort_values("mean", ascending=False)
+
+    def name(row) -> str:
+        return ", ".join(f"{c}={fmt_value(row[c])}" for c in by) or "the configuration"
+
+    def fmt(m, c) -> str:
+        return f"{m:.1f}" + ("" if not np.isfinite(c) else f" ± {c:.1f}")
+    best = s.iloc[0]
+    lines.append(f"Highest test mean: {name(best)}: {fmt(best['mean'], best['ci'])} (n={int(best['n'])}).")
+    has_k = "num_queries" in by and ok["num_queries"].nunique() > 1 and "best_val_score" in ok
+    if "interaction" in by and ok["interaction"].nunique() > 1:
+        chosen = best_by_validation(table, "interaction", "num_queries") if has_k else ok
+        parts, conds = [], {}
+        for mode, group in chosen.groupby("interaction", sort=False):
+            m, hw, n = mean_ci(group[metric])
+            k = group["num_queries"].iloc[0] if "num_queries" in group else None
+            conds[mode] = {c: group[c].iloc[0] for c in by}
+            parts.append(f"{mode}{'' if _is_missing(k) or not has_k else f' (K={fmt_value(k)})'}: {fmt(m, hw)}")
+        lines.append("Per interaction mode" + (" (K chosen on validation)" if has_k else "") + ": " + "; ".join(parts) + ".")
+        for mode in ("both", "local"):
+            if mode in conds and "global" in conds:
+                d, hw, n = paired_difference(table, conds[mode], conds["global"], metric)
+                verdict = ("no paired seeds" if n == 0 else "the interval excludes 0" if np.isfinite(hw) and abs(d) > hw
+                           else "the interval includes 0: not resolved with these seeds")
+                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d, hw)} points (n={n}; {verdict}).")
+    if has_k:
+        groups = ok[ok["num_queries"].notna()].groupby("interaction", sort=False) if "interaction" in by else [("", ok)]
+        for mode, group in groups:
+            val = group.groupby("num_queries")["best_val_score"].mean()
+            per_k = summarize(group, ["num_queries"], metric)
+            curve = ", ".join(f"K={int(r['num_queries'])}: {fmt(r['mean'], r['ci'])}" for _, r in per_k.iterrows())
+            lines.append(f"{mode + ': ' if mode else ''}best K on validation = {int(val.idxmax())}; on test {curve}. "
+                         "Overlapping intervals do not separate the K values.")
+    if (s["n"] < 3).any():
+        lines.append("Caution: configurations with fewer than 3 seeds have intervals that rest on one or two "
+                     "differences (t(0.975, 1) = 12.7); equal values give a zero-width interval that is not evidence of precision.")
+    return "\n\n".join(lines)

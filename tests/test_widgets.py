@@ -1,0 +1,187 @@
+"""Widgets and plotting helpers, headless: callbacks are plain methods whose widgets can be read back."""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from conftest import tiny_run_config  # noqa: E402
+from glscl import viz  # noqa: E402
+from glscl.checkpoint import load_weights  # noqa: E402
+from glscl.config import ModelConfig  # noqa: E402
+from glscl.data import load_split  # noqa: E402
+from glscl.data.cache import FeatureCache  # noqa: E402
+from glscl.data.video import sample_frame_indices  # noqa: E402
+from glscl.metrics import t2v_ranks  # noqa: E402
+from glscl.model import GLSCL  # noqa: E402
+from glscl.run import run  # noqa: E402
+from glscl.widgets import QueryAttentionViewer, RetrievalExplorer, SplitFeatures  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_world, tiny_clip, tmp_path_factory):
+    """A tiny GLSCL run trained from the feature cache: its results folder and its config."""
+    tmp = tmp_path_factory.mktemp("widgets")
+    torch.manual_seed(0)
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp / "runs", cache_dir=tmp / "cache", epochs=1)
+    run(cfg, progress=False)
+    return tmp / "runs" / "tiny", cfg
+
+
+@pytest.fixture(scope="module")
+def explorer(trained_run):
+    return RetrievalExplorer.from_results(trained_run[0], k=5)
+
+
+def _ids_in_html(value):
+    return re.findall(r'data-video-id="([^"]+)"', value)
+
+
+def test_explorer_scores_equal_the_saved_test_similarity(explorer, trained_run):
+    saved = torch.load(trained_run[0] / "test_similarity.pt", weights_only=True)
+    assert torch.allclose(explorer.similarity(), saved, atol=1e-5)
+
+
+def test_setting_a_caption_shows_its_top_videos(explorer):
+    f = explorer.features
+    sim = explorer.similarity()
+    ranks = t2v_ranks(sim, f.caption_video)
+    for i in range(3):
+        caption = f.captions[i]
+        explorer.query.value = caption              # what a user's pick runs
+        expected = [f.video_ids[j] for j in torch.argsort(sim[i], descending=True, stable=True)[:5].tolist()]
+        assert [r["video_id"] for r in explorer.last_rows] == expected
+        assert _ids_in_html(explorer.results.value) == expected
+        own = f.video_ids[f.caption_video[i]]
+        assert [r["video_id"] for r in explorer.last_rows if r["match"]] == ([own] if own in expected else [])
+        assert f"ranks <b>#{ranks[i]}</b>" in explorer.status.value
+        assert explorer.rank_of_match(caption) == ranks[i]
+        assert "data:image/png;base64," in explorer.results.value   # frame strips
+
+
+def test_scores_split_into_global_and_local_contributions(explorer):
+    caption = explorer.features.captions[1]
+    rows = explorer.show(caption)
+    lam = explorer.head.cfg.local_weight
+    with torch.no_grad():
+        parts = explorer.head.similarity_parts(explorer._text_for(caption), explorer.gallery)
+    for r in rows:
+        assert r["global"] + r["local"] == pytest.approx(r["score"], abs=1e-5)
+        assert r["global"] == pytest.approx(float(parts["global"][0, r["index"]]), abs=1e-6)
+        assert r["local"] == pytest.approx(lam * float(parts["local"][0, r["index"]]), abs=1e-6)
+    assert "global S_g" in explorer.results.value and "S_l" in explorer.results.value
+
+
+def test_top_k_slider_and_new_captions(explorer):
+    explorer.query.value = explorer.features.captions[0]
+    explorer.k_slider.value = 2
+    assert len(explorer.last_rows) == 2 and len(_ids_in_html(explorer.results.value)) == 2
+    explorer.k_slider.value = 5
+    assert len(explorer.last_rows) == 5
+    # a sentence of the world's words that is not a test caption: encoded by the backbone
+    explorer.query.value = "a large red circle moves up"
+    assert "new caption" in explorer.status.value and len(explorer.last_rows) == 5
+    assert not any(r["match"] for r in explorer.last_rows)
+    # words outside the compact vocabulary: a message, no rows, no exception
+    explorer.query.value = "a purple elephant dances"
+    assert "glscl-error" in explorer.status.value and "vocabulary" in explorer.status.value
+    assert explorer.last_rows == [] and explorer.results.value == ""
+
+
+def test_explorer_from_head_and_cache(explorer, trained_run):
+    run_dir, cfg = trained_run
+    head = GLSCL(cfg.model, 64)
+    load_weights(run_dir / "checkpoints" / "best", head)
+    folder = next(p.parent for p in (run_dir.parents[1] / "cache").glob("world-test-*/meta.json"))
+    split = load_split(cfg.data, "test")
+    from_cache = RetrievalExplorer.from_cache(head, FeatureCache.open(folder), video_paths=split.video_paths, k=3)
+    caption = split.captions[2]
+    from_cache.query.value = caption
+    assert [r["video_id"] for r in from_cache.last_rows] == [r["video_id"] for r in explorer.search(caption, 3)]
+    # without a backbone only the split's captions can be searched
+    from_cache.query.value = "a large red circle moves up"
+    assert "glscl-error" in from_cache.status.value and from_cache.last_rows == []
+
+
+def test_explorer_from_an_end_to_end_run(tiny_world, tiny_clip, tmp_path):
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", epochs=1, batch_size=16, max_steps=1)
+    run(cfg, progress=False)
+    run_dir = tmp_path / "runs" / "tiny"
+    ex = RetrievalExplorer.from_results(run_dir, k=3)     # decodes and encodes the test split itself
+    assert torch.allclose(ex.similarity(), torch.load(run_dir / "test_similarity.pt", weights_only=True), atol=1e-4)
+    ex.query.value = ex.features.captions[0]
+    assert len(_ids_in_html(ex.results.value)) == 3
+
+
+def test_single_branch_head_has_one_contribution(explorer):
+    f = explorer.features
+    cfg = ModelConfig(backbone="glscl-tiny", pretrained=None, num_frames=8, temporal_layers=0, interaction="global",
+                      global_tau=0.1, global_normalize=True)
+    features = SplitFeatures(f.frames, f.frame_mask, f.sentence, f.tokens, f.token_mask, f.captions, f.caption_video,
+                             f.video_ids)   # no video files: no strips
+    ex = RetrievalExplorer(GLSCL(cfg, 64), features)
+    rows = ex.show(f.captions[0])
+    assert rows and all(r["local"] is None and r["global"] == pytest.approx(r["score"]) for r in rows)
+    assert "S_l" not in ex.results.value and "<img" not in ex.results.value
+
+
+def test_query_attention_viewer_follows_its_sliders(explorer):
+    viewer = explorer.attention_viewer([0, 1, 2])
+    first = viewer.image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    head, f = explorer.head, explorer.features
+    viewer.query_slider.value = 1                       # what moving the slider runs
+    assert viewer.current["query"] == 1 and viewer.image.value != first
+    with torch.no_grad():
+        video = head.encode_video(f.frames[[int(f.caption_video[0])]], f.frame_mask[[int(f.caption_video[0])]])
+        maps = head.local.attention_maps(video.frames, video.mask, "video")
+    np.testing.assert_allclose(viewer.current["frame_attention"], maps[-1, 0, 1].numpy(), atol=1e-6)
+    assert viewer.current["frame_attention"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert viewer.current["word_attention"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert viewer.current["words"][0] == "<start>" and viewer.current["words"][-1] == "<end>"
+    assert "query 1" in viewer.summary.value
+    before = viewer.image.value
+    viewer.item_slider.value = 2
+    assert viewer.current["caption"] == f.captions[2] and viewer.image.value != before
+    viewer.layer_dropdown.value = 0
+    assert viewer.current["layer"] == 0
+
+
+def test_viewer_gives_padding_no_attention_and_needs_a_local_branch():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="glscl-tiny", pretrained=None, num_frames=6, temporal_layers=1, temporal_heads=2,
+                      num_queries=3, decoder_layers=1, decoder_heads=2, dropout=0.0)
+    head = GLSCL(cfg, 16)
+    frame_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    token_mask = torch.tensor([[True] * 5 + [False] * 3, [True] * 8])
+    viewer = QueryAttentionViewer(head, torch.randn(2, 6, 16), frame_mask, torch.randn(2, 8, 16), token_mask)
+    viewer.item_slider.value = 1
+    viewer.frame_slider.value = 5
+    assert np.all(viewer.current["frame_attention"][4:] == 0)
+    assert "padding" in viewer.summary.value
+    viewer.item_slider.value = 0
+    assert len(viewer.current["word_attention"]) == 5      # padding tokens are not shown
+    with pytest.raises(ValueError, match="no local interaction"):
+        QueryAttentionViewer(GLSCL(cfg.replace(interaction="global"), 16), torch.randn(2, 6, 16), frame_mask,
+                             torch.randn(2, 8, 16), token_mask)
+
+
+def test_viz_helpers(tiny_world):
+    from glscl.backbone import Tokenizer
+
+    frames = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    mask = np.array([1, 1, 1, 0, 0], bool)
+    strip = viz.strip_image(frames, mask, gap=2)
+    assert strip.shape == (8, 5 * 8 + 4 * 2, 3) and np.all(strip[:, 3 * 10: 3 * 10 + 8] == viz.PAD_GREY)
+    assert viz.png_bytes(strip, height=16)[:4] == b"\x89PNG"
+    tok = Tokenizer(32)
+    assert viz.token_labels(tok, tok("a small red circle, then")[0]) == ["<start>", "a", "small", "red", "circle", ",", "then", "<end>"]
+    np.testing.assert_allclose(np.diag(viz.cosine_matrix(np.random.default_rng(1).normal(size=(4, 6)))), 1.0)
+    import matplotlib
+    matplotlib.use("Agg")
+    _, indices, valid = viz.plot_sampling(2850, 30.0, 12)
+    expected, n = sample_frame_indices(2850, 30.0, 12)
+    assert valid == n == 12 and np.array_equal(indices, expected)
+    assert viz.repo_path("data/world") == viz.repo_root() / "data" / "world"

@@ -337,19 +337,12 @@ def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, p
             signatures.setdefault(sig, c)
     if not signatures:
         return
-    from .backbone import create_backbone
     from .data import load_split
-    from .data.cache import build_cache
-    from .run import SPLITS, _vocab
+    from .run import SPLITS, build_caches, load_backbone
     for c in signatures.values():
         splits = {s: load_split(c.data, s) for s in SPLITS}
-        backbone = create_backbone(c.model.backbone, c.model.pretrained, context_length=c.model.max_words)
-        vocab = _vocab(c, splits)
-        if vocab is not None:
-            backbone.use_compact_vocab(vocab)
-        for s in SPLITS:
-            build_cache(backbone, splits[s], c.data.cache_dir, num_frames=c.model.num_frames, sample_fps=c.data.sample_fps,
-                        num_workers=c.data.num_workers, progress=progress)
+        backbone, _ = load_backbone(c, splits)
+        build_caches(c, backbone, splits, progress=progress)
 
 
 # -- executing one run (in a worker process) ----------------------------------------------------

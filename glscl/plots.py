@@ -229,15 +229,18 @@ def best_by_validation(table: pd.DataFrame, level_col: str, choose_col: str, sco
 
 
 def _varying(table: pd.DataFrame, spec) -> tuple[list[str], list[str]]:
-    """(numeric, categorical) columns of the grid's varying keys that take more than one value among ok runs."""
+    """(numeric, categorical) columns of the grid's varying keys that take more than one value among ok runs.
+
+    Numeric means numbers with at least three values; anything else is drawn as categories.
+    """
     ok = table[table["status"] == "ok"]
     numeric, categorical = [], []
     for key, col in spec.columns.items():
         if col not in ok or ok[col].dropna().nunique() < 2:
             continue
         values = [v for v in spec.vary[key] if v is not None]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            numeric.append(col)
+        if ok[col].dropna().nunique() >= 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            numeric.append(col)  # two numeric values read better as bars than as a line
         else:
             categorical.append(col)
     return numeric, categorical

@@ -1,9 +1,10 @@
 # Every target installs what it needs first (a local .venv), so each works on a fresh machine.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+GRID    ?= default
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench lab clean
+.PHONY: setup demo test bench lab notebooks ablate report clean
 
 setup: $(STAMP)
 
@@ -21,11 +22,30 @@ demo: $(STAMP)           ## the main job on the embedded default
 test: $(STAMP)           ## the test suite
 	$(PY) -m pytest -q
 
-bench: $(STAMP)          ## benchmarks (prints figures; not part of the tests)
+bench: $(STAMP)          ## benchmarks (print figures; not part of the tests)
 	$(PY) benchmarks/bench_head.py
+	$(PY) benchmarks/bench_data.py
+	.venv/bin/glscl bench
+	$(PY) benchmarks/bench_engine.py
 
-lab: $(STAMP)            ## open the tutorials
+lab: $(STAMP)            ## open the tutorials in JupyterLab
 	.venv/bin/jupyter lab notebooks/
+
+notebooks: $(STAMP)      ## executed copies of the tutorials (notebooks/executed/) and their HTML export
+	mkdir -p notebooks/executed
+	for nb in notebooks/0*.ipynb; do \
+	  .venv/bin/papermill $$nb notebooks/executed/$$(basename $$nb) --cwd notebooks --kernel python3 || exit 1; \
+	  .venv/bin/jupyter nbconvert --to html notebooks/executed/$$(basename $$nb) --output-dir notebooks/executed || exit 1; \
+	done
+
+ablate: $(STAMP)         ## run a grid: make ablate GRID=default
+	.venv/bin/glscl ablate ablations/$(GRID).yaml
+
+report: $(STAMP)         ## the report of a grid, executed and exported to HTML: make report GRID=default
+	mkdir -p runs/grids/$(GRID)
+	.venv/bin/papermill notebooks/report.ipynb runs/grids/$(GRID)/report.ipynb --cwd notebooks --kernel python3 \
+	  -p grid_dir ../runs/grids/$(GRID)
+	.venv/bin/jupyter nbconvert --to html --no-input runs/grids/$(GRID)/report.ipynb --output-dir runs/grids/$(GRID)
 
 clean:
 	rm -rf .venv build *.egg-info

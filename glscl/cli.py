@@ -185,13 +185,13 @@ def main(argv=None) -> int:
     from .data.video import VideoError
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except (ConfigError, DatasetError, VideoError, FileNotFoundError) as e:
         # errors raised inside DataLoader workers arrive with the worker's traceback: keep the message line
         lines = [line for line in str(e).strip().splitlines() if line.strip()]
         print(f"glscl {args.command}: error: {lines[-1] if lines else type(e).__name__}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

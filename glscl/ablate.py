@@ -497,6 +497,7 @@ def main(args: argparse.Namespace) -> int:
         failed = table[table["status"] == "failed"]
         for _, row in failed.iterrows():
             print(f"  failed {row['run_id']}: {row.get('error', '')}")
+        return 1 if len(failed) else 0  # the grid went on; the exit status still says something failed
     return 0
 
 

@@ -96,14 +96,14 @@ def _qb_norm_bank(run_dir: Path, cfg):
     from .checkpoint import load_weights
     from .data import load_split
     from .evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
-    from .model import GLSCL
+    from .alpro import create_head
     from .run import build_caches, load_backbone
     if not cfg.data.cache_dir:
         raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
     splits = {s: load_split(cfg.data, s) for s in ("train", "val", "test")}
     backbone, _ = load_backbone(cfg, splits)
     caches = build_caches(cfg, backbone, {s: splits[s] for s in ("train", "test")}, progress=False)
-    head = GLSCL(cfg.model, backbone.width)
+    head = create_head(cfg.model, backbone.width)
     load_weights(run_dir / "checkpoints" / "best", head)
     bank_text = encode_cached_texts(head.eval(), caches["train"], "cpu")
     return similarity_matrix(head, bank_text, cached_video_blocks(caches["test"]), "cpu")

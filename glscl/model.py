@@ -263,5 +263,7 @@ def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tu
         backbone.use_compact_vocab(vocab)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)
-    head = GLSCL(cfg, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    from .alpro import create_head  # GLSCL or ALPRO's VTC head, by cfg.objective
+
+    head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach())).to(device)
     return Retriever(backbone, head)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import viz
+from .alpro import create_head
 from .model import GLSCL, TextEmbedding, VideoEmbedding
 
 __all__ = ["SplitFeatures", "RetrievalExplorer", "QueryAttentionViewer", "encode_features"]
@@ -201,7 +202,7 @@ class RetrievalExplorer:
                                    context_length=cfg.model.max_words, device=device)
         if vocab is not None:
             backbone.use_compact_vocab(vocab)
-        head = GLSCL(cfg.model, backbone.width)
+        head = create_head(cfg.model, backbone.width)
         if cached:
             load_weights(best, head)
             cache = build_cache(backbone, gallery, data.cache_dir, num_frames=cfg.model.num_frames,

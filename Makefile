@@ -27,6 +27,7 @@ bench: $(STAMP)          ## benchmarks (print figures; not part of the tests)
 	$(PY) benchmarks/bench_data.py
 	.venv/bin/glscl bench
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_alpro.py
 
 lab: $(STAMP)            ## open the tutorials in JupyterLab
 	.venv/bin/jupyter lab notebooks/

@@ -157,8 +157,8 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
 _MISSING = object()  # returned by _get for a missing key (already reported)
 
 
-def _clean_text(value: Any, file: Path, row: str, field_name: str, report: _Reporter) -> str | None:
-    """A caption with whitespace normalised, or None (reported) if it is missing, empty or not UTF-8."""
+def _plain_text(value: Any, file: Path, row: str, field_name: str, report: _Reporter) -> str | None:
+    """``value`` if it is UTF-8 text, else None (reported unless already reported as missing)."""
     if value is _MISSING:
         return None
     if value is None:
@@ -169,6 +169,14 @@ def _clean_text(value: Any, file: Path, row: str, field_name: str, report: _Repo
         return None
     if not _is_utf8(value):
         report.bad(file, row, field_name, "text is not valid UTF-8")
+        return None
+    return value
+
+
+def _clean_text(value: Any, file: Path, row: str, field_name: str, report: _Reporter) -> str | None:
+    """A caption with whitespace normalised, or None (reported) if it is missing, empty or not UTF-8."""
+    value = _plain_text(value, file, row, field_name, report)
+    if value is None:
         return None
     text = " ".join(value.split())
     if not text:
@@ -179,16 +187,8 @@ def _clean_text(value: Any, file: Path, row: str, field_name: str, report: _Repo
 
 def _clean_id(value: Any, file: Path, row: str, field_name: str, report: _Reporter) -> str | None:
     """A video id that is usable as a file name, or None (reported)."""
-    if value is _MISSING:
-        return None
+    value = _plain_text(value, file, row, field_name, report)
     if value is None:
-        report.bad(file, row, field_name, "missing value")
-        return None
-    if not isinstance(value, str):
-        report.bad(file, row, field_name, f"expected text, got {type(value).__name__}")
-        return None
-    if not _is_utf8(value):
-        report.bad(file, row, field_name, "text is not valid UTF-8")
         return None
     video_id = value.strip()
     if not video_id:

@@ -1,10 +1,9 @@
 """Training engine: results folder, resume equivalence, non-finite guard, cache behaviour, CLI."""
 import json
-
-import numpy as np
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch

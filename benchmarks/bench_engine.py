@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def train_figures(world: Path, out: Path, steps: int) -> list[dict]:
+def train_figures(world: Path, out: Path, steps: int, batch: int) -> list[dict]:
     import pandas as pd
 
     from glscl.data.world import generate_world
@@ -39,7 +39,7 @@ def train_figures(world: Path, out: Path, steps: int) -> list[dict]:
     generate_world(world, world_config(False), progress=False)
     clip = pretrain_clip(world, world / "clip-tiny-pretrained.safetensors", PretrainConfig(), progress=False)
     base = demo_config(str(world), str(clip), str(out), str(world / "cache"))
-    base = with_overrides(base, train={"epochs": 1, "max_steps": steps, "batch_size": 32, "eval_every": 1})
+    base = with_overrides(base, train={"epochs": 1, "max_steps": steps, "batch_size": batch, "eval_every": 1})
     cases = [("end to end, frozen backbone, 0 workers", {"cache_dir": None, "num_workers": 0}, True),
              ("end to end, frozen backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, True),
              ("end to end, fine-tuned backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, False),
@@ -107,7 +107,8 @@ def main() -> None:
     ap.add_argument("--parts", default="train,eval")
     ap.add_argument("--world", default="data/world")
     ap.add_argument("--out", default="runs/bench-engine")
-    ap.add_argument("--steps", type=int, default=18, help="training steps measured per case")
+    ap.add_argument("--steps", type=int, default=9, help="training steps measured per case (9 = one epoch at batch 64)")
+    ap.add_argument("--batch", type=int, default=64, help="training batch (the embedded default's)")
     ap.add_argument("--galleries", default="10000,100000")
     ap.add_argument("--eval-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -116,8 +117,8 @@ def main() -> None:
         return
     record = {}
     if "train" in args.parts:
-        print("training speed on the embedded world (glscl-tiny, 8 frames, batch 32):")
-        record["train"] = train_figures(Path(args.world), Path(args.out), args.steps)
+        print(f"training speed on the embedded world (glscl-tiny, 8 frames, batch {args.batch}):")
+        record["train"] = train_figures(Path(args.world), Path(args.out), args.steps, args.batch)
     if "eval" in args.parts:
         print("evaluation at the paper's shapes, 1,000 queries, streamed gallery:")
         record["eval"] = eval_figures([int(x) for x in args.galleries.split(",")])

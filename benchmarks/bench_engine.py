@@ -1,6 +1,6 @@
 """Engine figures: data wait, cache vs end-to-end training speed, evaluation time and memory at scale.
 
-    python benchmarks/bench_engine.py [--parts train,eval] [--world data/world] [--galleries 10000,100000]
+    python benchmarks/bench_engine.py [--parts train,realsize,eval] [--world data/world] [--galleries 10000,100000]
 
 train: on the embedded world (generated and pre-trained as by ``glscl demo`` if missing),
        training clips/s and the data-wait share of step time
@@ -8,6 +8,8 @@ train: on the embedded world (generated and pre-trained as by ``glscl demo`` if 
            backbone frozen (forward only) and fine-tuned;
          - head only, from the feature cache;
        and the ratio of a head-only epoch's time to an end-to-end epoch's, measured in one run.
+realsize: the same cache vs end-to-end comparison with a ViT-B/32-sized backbone (random
+       weights: only the cost matters) at 224 px on a small world.
 eval:  1,000 queries against synthetic cached galleries at the paper's shapes (d=512, T=12,
        L=32, K=8, 4 temporal layers, 3 decoder layers): wall time and peak resident memory of
        the whole evaluation process (each gallery in a fresh subprocess; the memory-mapped
@@ -58,6 +60,33 @@ def train_figures(world: Path, out: Path, steps: int, batch: int) -> list[dict]:
     return rows
 
 
+def real_size_figures(world: Path, out: Path) -> dict:
+    """Cache vs end to end with a ViT-B/32-sized backbone (random weights, 224 px, 8 frames) on a small world."""
+    import pandas as pd
+
+    from glscl.config import ModelConfig
+    from glscl.data.world import WorldConfig, generate_world
+    from glscl.demo import demo_config
+    from glscl.run import run, with_overrides
+
+    generate_world(world, WorldConfig(n_train=96, n_val=16, n_test=16), progress=False)
+    base = demo_config(str(world), None, str(out), str(world / "cache"))
+    base = with_overrides(base, model=ModelConfig(backbone="ViT-B-32", pretrained=None, compact_vocab=True, num_frames=8,
+                                                  freeze_backbone=True),
+                          train={"epochs": 1, "batch_size": 16, "eval_every": 1, "backbone_lr_coef": 0.0})
+    rows = {}
+    for label, data in (("end to end, frozen ViT-B/32, 2 workers", {"cache_dir": None, "num_workers": 2}),
+                        ("head only, feature cache", {})):
+        name = "real-e2e" if data else "real-cache"
+        run(with_overrides(base, name=name, data=data), progress=False, resume=False)
+        curve = pd.read_csv(out / name / "curve.csv").iloc[-1]
+        rows[label] = float(curve["clips_per_s"])
+        print(f"  {label:45s} {rows[label]:8.2f} clips/s   data wait {100 * float(curve['data_wait_share']):5.1f} %", flush=True)
+    values = list(rows.values())
+    print(f"  head-only epoch from the cache is {values[1] / values[0]:.1f}x faster than the same epoch end to end")
+    return rows
+
+
 def eval_child(m: int, n: int, folder: str) -> None:
     """Runs in a fresh process: evaluate n queries against an m-video synthetic cached gallery."""
     import numpy as np
@@ -104,7 +133,7 @@ def eval_figures(galleries: list[int], n: int = 1000) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="train,eval")
+    ap.add_argument("--parts", default="train,realsize,eval")
     ap.add_argument("--world", default="data/world")
     ap.add_argument("--out", default="runs/bench-engine")
     ap.add_argument("--steps", type=int, default=9, help="training steps measured per case (9 = one epoch at batch 64)")
@@ -119,6 +148,9 @@ def main() -> None:
     if "train" in args.parts:
         print(f"training speed on the embedded world (glscl-tiny, 8 frames, batch {args.batch}):")
         record["train"] = train_figures(Path(args.world), Path(args.out), args.steps, args.batch)
+    if "realsize" in args.parts:
+        print("cache vs end to end at ViT-B/32 size (random weights, 224 px, 8 frames, batch 16, paper-size head):")
+        record["realsize"] = real_size_figures(Path(args.world + "-realsize"), Path(args.out))
     if "eval" in args.parts:
         print("evaluation at the paper's shapes, 1,000 queries, streamed gallery:")
         record["eval"] = eval_figures([int(x) for x in args.galleries.split(",")])

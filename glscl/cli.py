@@ -1,4 +1,4 @@
-"""The ``glscl`` command: world, pretrain, cache, train, eval, bench, demo.
+"""The ``glscl`` command: world, pretrain, cache, train, eval, ablate, bench, demo.
 
 Configs: ``--config run.yaml`` and/or ``section.key=value`` overrides (values parsed as YAML),
 e.g. ``glscl train data.cache_dir=.cache model.num_queries=4 train.epochs=10``.

@@ -72,7 +72,7 @@ from torch import nn
 
 from .backbone import Backbone, create_backbone
 from .config import ModelConfig, PEMConfig, RunConfig
-from .model import GLSCL, TemporalTransformer, TextEmbedding, VideoEmbedding, local_similarity
+from .model import GLSCL, TemporalTransformer, TextEmbedding, VideoEmbedding, local_similarity, masked_mean
 
 TEMPERATURE_RANGE = (0.001, 0.5)
 """ALPRO clamps its learned temperature to this range before every forward pass."""
@@ -94,12 +94,6 @@ TEMPLATES = {"video": VIDEO_TEMPLATES, "bare": BARE_TEMPLATES}
 # ================================================================================================
 # VTC
 # ================================================================================================
-
-
-def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the real frames: sum_f m_f v_f / max(1, sum_f m_f), (B x T x d) -> (B x d)."""
-    m = mask.unsqueeze(-1).to(frames.dtype)
-    return (frames * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
 class VTCHead(nn.Module):

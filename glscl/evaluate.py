@@ -19,7 +19,8 @@ from .metrics import dual_softmax, qb_norm, retrieval_metrics
 from .model import GLSCL, TextEmbedding
 
 
-def _cat_text(parts: list[TextEmbedding]) -> TextEmbedding:
+def concat_text(parts: list[TextEmbedding]) -> TextEmbedding:
+    """One TextEmbedding from several batches (in order)."""
     q = [p.queries for p in parts]
     return TextEmbedding(torch.cat([p.sentence for p in parts]), torch.cat(q) if q[0] is not None else None)
 
@@ -32,7 +33,7 @@ def encode_cached_texts(head: GLSCL, cache, device, batch_size: int = 512) -> Te
         parts.append(head.encode_text(torch.from_numpy(np.array(cache.sentence[sl], dtype=np.float32)).to(device),
                                       torch.from_numpy(np.array(cache.tokens[sl], dtype=np.float32)).to(device),
                                       torch.from_numpy(np.array(cache.token_mask[sl])).to(device)))
-    return _cat_text(parts)
+    return concat_text(parts)
 
 
 def cached_video_blocks(cache, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .model import GLSCL
+from .model import GLSCL, masked_mean
 
 Block = Union[int, tuple[int, int]]  # texts x videos per block (an int: square)
 
@@ -89,12 +89,6 @@ def _block_shape(block: Block) -> tuple[int, int]:
 def _chunked(fn, tensors: tuple[torch.Tensor, ...], chunk: int) -> Any:
     n = tensors[0].shape[0]
     return _cat([fn(*(x[i:i + chunk] for x in tensors)) for i in range(0, n, chunk)])
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over dim 1 of the valid rows: sum_f m_f x_f / sum_f m_f (padded rows contribute 0)."""
-    m = mask.unsqueeze(-1)
-    return x.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp_min(1).to(x.dtype)
 
 
 def _mask_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -184,7 +178,7 @@ class MeanPoolingHead(PairwiseHead):
         return {"t": F.normalize(sentence, dim=-1)}
 
     def encode_video(self, frames, frame_mask):
-        return {"v": F.normalize(_masked_mean(frames, frame_mask), dim=-1)}
+        return {"v": F.normalize(masked_mean(frames, frame_mask), dim=-1)}
 
     def score(self, text, video):
         return text["t"] @ video["v"].T
@@ -269,7 +263,7 @@ class XCLIPHead(PairwiseHead):
 
     def encode_video(self, frames, frame_mask):
         f = F.normalize(frames, dim=-1)
-        return {"f": f, "v": F.normalize(_masked_mean(f, frame_mask), dim=-1), "fbias": _mask_bias(frame_mask, f.dtype)}
+        return {"f": f, "v": F.normalize(masked_mean(f, frame_mask), dim=-1), "fbias": _mask_bias(frame_mask, f.dtype)}
 
     def score(self, text, video):
         s, w, wb = text["s"], text["w"], text["wbias"][:, None, :]          # n,d  n,l,d  n,1,l

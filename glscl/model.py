@@ -110,11 +110,18 @@ def local_similarity(text_queries: torch.Tensor, video_queries: torch.Tensor) ->
     return text_queries.flatten(1) @ video_queries.flatten(1).T / k
 
 
+def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the real frames: sum_f m_f v_f / max(1, sum_f m_f), (B x T x d) -> (B x d).
+
+    Padded positions are filled with 0 first, so whatever they hold (even inf) never leaks in.
+    """
+    m = mask.bool().unsqueeze(-1)
+    return frames.masked_fill(~m, 0.0).sum(1) / m.sum(1).clamp_min(1).to(frames.dtype)
+
+
 def mean_pooling_similarity(sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """CLIP4Clip meanP baseline: S = cos(t, mean of valid v_f)."""
-    m = mask.unsqueeze(-1).to(frames.dtype)
-    pooled = (frames * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return F.normalize(sentence, dim=-1) @ F.normalize(pooled, dim=-1).T
+    return F.normalize(sentence, dim=-1) @ F.normalize(masked_mean(frames, mask), dim=-1).T
 
 
 class LocalInteraction(nn.Module):

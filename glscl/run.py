@@ -32,9 +32,9 @@ from .data import load_split
 from .data.cache import build_cache
 from .data.dataset import ClipDataset, PairDataset
 from .data.video import ClipTransform
-from .evaluate import evaluate_cached, similarity_matrix
+from .evaluate import concat_text, evaluate_cached, similarity_matrix
 from .metrics import retrieval_metrics
-from .model import Retriever, TextEmbedding
+from .model import Retriever
 from .train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
 
 SPLITS = ("train", "val", "test")
@@ -76,8 +76,7 @@ def evaluate_decoded(model: Retriever, split, cfg: RunConfig, device, batch_size
     texts = []
     for i in range(0, split.num_captions, 256):
         texts.append(model.encode_text(model.backbone.tokenizer(list(split.captions[i:i + 256])).to(device)))
-    text = TextEmbedding(torch.cat([t.sentence for t in texts]),
-                         torch.cat([t.queries for t in texts]) if texts[0].queries is not None else None)
+    text = concat_text(texts)
     loader = DataLoader(ClipDataset(split, cfg.model.num_frames, _transform(model.backbone), cfg.data.sample_fps),
                         batch_size=batch_size, num_workers=cfg.data.num_workers)
     blocks = ((model.backbone.encode_frames(b["pixels"].to(device)), b["frame_mask"]) for b in loader)

@@ -29,7 +29,7 @@ from .backbone import Tokenizer, create_backbone
 from .checkpoint import load_weights
 from .config import RunConfig
 from .data import load_split
-from .data.cache import build_cache
+from .data.cache import build_cache, weights_digest
 from .data.dataset import ClipDataset, PairDataset
 from .data.video import ClipTransform
 from .evaluate import concat_text, evaluate_cached, similarity_matrix
@@ -60,9 +60,10 @@ def load_backbone(cfg: RunConfig, splits, device="cpu"):
 
 def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool = True) -> dict:
     """Feature caches of every split (built once, then reused until weights, sampling or data change)."""
+    weights = weights_digest(backbone.clip)  # hashed once for all splits
     return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
                            sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
-                           progress=progress) for s in splits}
+                           progress=progress, weights=weights) for s in splits}
 
 
 def _transform(backbone) -> ClipTransform:

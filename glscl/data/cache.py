@@ -48,9 +48,10 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def cache_key(backbone, split: RetrievalSplit, num_frames: int, sample_fps: float) -> str:
+def cache_key(backbone, split: RetrievalSplit, num_frames: int, sample_fps: float, weights: str | None = None) -> str:
+    """Hash of everything that changes the cached features (``weights``: a precomputed ``weights_digest``)."""
     h = hashlib.sha256()
-    meta = {"weights": weights_digest(backbone.clip), "image_size": backbone.image_size,
+    meta = {"weights": weights or weights_digest(backbone.clip), "image_size": backbone.image_size,
             "mean": list(backbone.preprocess_cfg["mean"]), "std": list(backbone.preprocess_cfg["std"]),
             "num_frames": num_frames, "sample_fps": sample_fps, "context_length": backbone.context_length,
             "vocab": list(backbone.tokenizer.vocab) if backbone.tokenizer.vocab is not None else None,
@@ -105,9 +106,9 @@ def _encode_texts(backbone, captions, device, batch_size):
 @torch.no_grad()
 def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_frames: int, sample_fps: float = 1.0,
                 batch_size: int = 32, num_workers: int = 2, device: str | torch.device = "cpu",
-                progress: bool = True) -> FeatureCache:
+                progress: bool = True, weights: str | None = None) -> FeatureCache:
     """Encode ``split`` with the frozen ``backbone`` into ``cache_root/<dataset>-<split>-<key>`` (or reuse it)."""
-    folder = Path(cache_root) / f"{split.dataset}-{split.name}-{cache_key(backbone, split, num_frames, sample_fps)}"
+    folder = Path(cache_root) / f"{split.dataset}-{split.name}-{cache_key(backbone, split, num_frames, sample_fps, weights)}"
     if (folder / "meta.json").is_file():
         return FeatureCache.open(folder)
     tmp = folder.with_name(folder.name + ".partial")

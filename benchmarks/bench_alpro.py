@@ -50,14 +50,14 @@ def t_interval(values: list[float]) -> tuple[float, float]:
 
 
 def prepare(world: Path) -> Path:
-    from glscl.demo import prepare_embedded
+    from glscl.engine.demo import prepare_embedded
     return prepare_embedded(world, quick=False, progress=False)
 
 
 def base_config(world: Path, clip: Path, out: Path, epochs: int, batch_size: int):
     """The embedded default (demo_config), end to end: no cache, backbone fine-tuned at lr x 0.1."""
-    from glscl.demo import demo_config
-    from glscl.run import with_overrides
+    from glscl.engine.demo import demo_config
+    from glscl.config import replace_sections as with_overrides
     cfg = demo_config(str(world), str(clip), str(out), str(world / "cache"))
     return with_overrides(cfg, data={"cache_dir": None, "num_workers": 2},
                           model={"freeze_backbone": False},
@@ -80,8 +80,8 @@ def _objects_in_box(video, box, patch: int, frames: int, kind: str) -> set[str]:
 
 
 def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
-    from glscl.alpro import TEMPLATES, Prompter, crop_to_box, mine_entities, pseudo_labels, sample_boxes
-    from glscl.backbone import create_backbone
+    from glscl.pem import TEMPLATES, Prompter, crop_to_box, mine_entities, pseudo_labels, sample_boxes
+    from glscl.model.backbone import create_backbone
     from glscl.config import DataConfig
     from glscl.data import load_split
     from glscl.data.video import ClipTransform, load_clip
@@ -133,13 +133,15 @@ def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
 def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
     from torch.utils.data import DataLoader
 
-    from glscl.alpro import build_pem, create_head, end_to_end_encoder
-    from glscl.backbone import create_backbone
+    from glscl.pem import build_pem
+    from glscl.model.factory import create_head, end_to_end_encoder
+    from glscl.model.backbone import create_backbone
     from glscl.data import load_split
     from glscl.data.dataset import PairDataset
-    from glscl.model import Retriever
-    from glscl.run import SPLITS, _transform, _vocab, with_overrides
-    from glscl.train import Batches, Trainer
+    from glscl.model.factory import Retriever
+    from glscl.config import replace_sections as with_overrides
+    from glscl.engine.run import SPLITS, _transform, _vocab
+    from glscl.engine.train import Batches, Trainer
 
     splits = {s: load_split(base.data, s) for s in SPLITS}
     vocab = _vocab(base, splits)
@@ -194,7 +196,8 @@ METRICS = ("t2v_R@1", "t2v_R@5", "v2t_R@1", "twin_accuracy")
 
 
 def quality_part(base, out: Path, seeds: list[int], labels: list[str]) -> list[dict]:
-    from glscl.run import run, with_overrides
+    from glscl.config import replace_sections as with_overrides
+    from glscl.engine.run import run
     configs = [c for c in CONFIGS if c[0] in labels]
     records = []
     print(f"\nend-to-end runs on the world: {base.train.epochs} epochs, batch {base.train.batch_size}, "

@@ -34,9 +34,10 @@ def train_figures(world: Path, out: Path, steps: int, batch: int) -> list[dict]:
     import pandas as pd
 
     from glscl.data.world import generate_world
-    from glscl.demo import demo_config, world_config
-    from glscl.pretrain import PretrainConfig, pretrain_clip
-    from glscl.run import run, with_overrides
+    from glscl.engine.demo import demo_config, world_config
+    from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+    from glscl.config import replace_sections as with_overrides
+    from glscl.engine.run import run
 
     generate_world(world, world_config(False), progress=False)
     clip = pretrain_clip(world, world / "clip-tiny-pretrained.safetensors", PretrainConfig(), progress=False)
@@ -66,8 +67,9 @@ def real_size_figures(world: Path, out: Path) -> dict:
 
     from glscl.config import ModelConfig
     from glscl.data.world import WorldConfig, generate_world
-    from glscl.demo import demo_config
-    from glscl.run import run, with_overrides
+    from glscl.engine.demo import demo_config
+    from glscl.config import replace_sections as with_overrides
+    from glscl.engine.run import run
 
     generate_world(world, WorldConfig(n_train=96, n_val=16, n_test=16), progress=False)
     base = demo_config(str(world), None, str(out), str(world / "cache"))
@@ -93,8 +95,8 @@ def eval_child(m: int, n: int, folder: str) -> None:
     import torch
 
     from glscl.config import ModelConfig
-    from glscl.evaluate import similarity_matrix
-    from glscl.model import GLSCL
+    from glscl.engine.evaluate import similarity_matrix
+    from glscl.model.glscl import GLSCL
 
     d, t, l = 512, 12, 32
     frames = np.load(Path(folder) / "frames.npy", mmap_mode="r")[:m]

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from glscl.config import LossConfig, ModelConfig
 from glscl.losses import glscl_loss
-from glscl.model import GLSCL
+from glscl.model.glscl import GLSCL
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

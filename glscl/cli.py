@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _options_help() -> str:
-    from .config import describe
+    from glscl.config import describe
     lines = ["config fields (set with key=value; defaults are the paper's):"]
     for name, default, help_ in describe():
         lines.append(f"  {name} = {default!r}\n      {help_}")
@@ -23,18 +23,18 @@ def _options_help() -> str:
 
 
 def _load_cfg(args):
-    from .config import RunConfig, apply_overrides, load_config
-    cfg = load_config(args.config) if args.config else RunConfig()
-    return apply_overrides(cfg, args.overrides)
+    from glscl.config import build_config
+    return build_config(args.config, args.overrides)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a run config YAML (as saved in every results folder)")
+    p.add_argument("--config", help="a preset name (embedded, ...) or a run config YAML (as saved in every results folder); "
+                                    "default: the paper's settings")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.num_queries=4")
 
 
 def cmd_world(args) -> None:
-    from .data.world import WorldConfig, generate_world
+    from glscl.data.world import WorldConfig, generate_world
     import dataclasses
     fields = {f.name: f.type for f in dataclasses.fields(WorldConfig)}
     kw = {}
@@ -48,15 +48,15 @@ def cmd_world(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .pretrain import PretrainConfig, pretrain_clip
+    from glscl.engine.pretrain import PretrainConfig, pretrain_clip
     out = pretrain_clip(args.root, args.out or Path(args.root) / "clip-tiny-pretrained.safetensors",
                         PretrainConfig(steps=args.steps, batch_size=args.batch_size))
     print(f"open_clip checkpoint: {out}  (use model.pretrained={out})")
 
 
 def cmd_cache(args) -> None:
-    from .data import load_split
-    from .run import SPLITS, build_caches, load_backbone
+    from glscl.data import load_split
+    from glscl.engine.run import SPLITS, build_caches, load_backbone
     cfg = _load_cfg(args)
     if not cfg.data.cache_dir:
         raise SystemExit("glscl cache: set data.cache_dir=<folder>")
@@ -67,7 +67,7 @@ def cmd_cache(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .run import run
+    from glscl.engine.run import run
     record = run(_load_cfg(args), resume=not args.no_resume)
     print(json.dumps(record, indent=2))
 
@@ -75,14 +75,14 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     import numpy as np
     import torch
-    from .checkpoint import load_config_and_vocab
-    from .evaluate import metric_rows
+    from glscl.engine.checkpoint import load_config_and_vocab
+    from glscl.engine.evaluate import metric_rows
     run_dir = Path(args.run)
     sim_file = run_dir / "test_similarity.pt"
     if not sim_file.is_file():
         raise SystemExit(f"glscl eval: {sim_file} not found (train the run first)")
     cfg, _ = load_config_and_vocab(run_dir / "checkpoints" / "best")
-    from .data import load_split
+    from glscl.data import load_split
     split = load_split(cfg.data, "test")
     sim = torch.load(sim_file, weights_only=True)
     bank = _qb_norm_bank(run_dir, cfg) if args.qb_norm else None
@@ -93,11 +93,11 @@ def cmd_eval(args) -> None:
 
 def _qb_norm_bank(run_dir: Path, cfg):
     """Similarities of the training captions (the query bank) to the test videos, from the feature cache."""
-    from .checkpoint import load_weights
-    from .data import load_split
-    from .evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
-    from .alpro import create_head
-    from .run import build_caches, load_backbone
+    from glscl.engine.checkpoint import load_weights
+    from glscl.data import load_split
+    from glscl.engine.evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
+    from glscl.model.factory import create_head
+    from glscl.engine.run import build_caches, load_backbone
     if not cfg.data.cache_dir:
         raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
     splits = {s: load_split(cfg.data, s) for s in ("train", "val", "test")}
@@ -110,12 +110,12 @@ def _qb_norm_bank(run_dir: Path, cfg):
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate
+    from glscl.lab.grids import runner as ablate
     return ablate.main(args)
 
 
 def cmd_bench(args) -> None:
-    from . import bench
+    from glscl.lab.bench import measure as bench
     bench.run(args)
 
 
@@ -157,13 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, in parallel",
                        formatter_class=raw, description="Expand a grid file into runs, execute notebooks/run.ipynb "
                        "once per run with papermill (resumable, shardable) and write <out>/results.csv and figures.")
-    from . import ablate
+    from glscl.lab.grids import runner as ablate
     ablate.add_arguments(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("bench", help="similarity-head efficiency benchmark (FLOPs, time, memory)", formatter_class=raw)
     try:
-        from . import bench
+        from glscl.lab.bench import measure as bench
         bench.add_arguments(p)
     except ImportError:
         pass
@@ -175,14 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError
+    from glscl.config import ConfigError
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["demo"]:  # the demo has its own options (glscl demo --help)
-        from . import demo
+        from glscl.engine import demo
         demo.main(argv[1:])
         return 0
-    from .data.adapters import DatasetError
-    from .data.video import VideoError
+    from glscl.data.adapters import DatasetError
+    from glscl.data.video import VideoError
     args = build_parser().parse_args(argv)
     try:
         status = args.func(args)

@@ -118,8 +118,6 @@ class _Section:
             out[f.name] = v
         return out
 
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -128,7 +126,7 @@ class ModelConfig(_Section):
 
     section: typing.ClassVar[str] = "model"
 
-    backbone: str = _field("ViT-B-32", "open_clip model name (any registered name, or a tiny config shipped in glscl/model_configs, e.g. 'glscl-tiny').")
+    backbone: str = _field("ViT-B-32", "open_clip model name (any registered name, or a tiny config shipped in glscl/model/model_configs, e.g. 'glscl-tiny').")
     pretrained: Optional[str] = _field("openai", "None (random init), an open_clip tag ('openai'), a local checkpoint file, or 'local-dir:<folder>'.")
     compact_vocab: bool = _field(False, "Map open_clip's 49,408 BPE ids onto the small vocabulary of the dataset (order-preserving); much faster for small worlds.")
     num_frames: int = _field(12, "T: frames sampled per video (paper: 12; 64 for DiDeMo/ActivityNet).", min=1)
@@ -251,29 +249,95 @@ class RunConfig(_Section):
             raise ConfigError("loss.pem_weight > 0 needs a VTC-trained prompter: set pem.prompter (model.pretrained is None)")
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
-    """Return ``cfg`` with ``section.key=value`` overrides applied (values parsed as YAML)."""
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def presets() -> list[str]:
+    """Names of the presets shipped in ``glscl/presets`` (YAML files, e.g. ``embedded``)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _resolve(base: str | Path) -> Path:
+    """A preset name ('embedded') or a YAML file."""
+    if isinstance(base, str) and (PRESET_DIR / f"{base}.yaml").is_file():
+        return PRESET_DIR / f"{base}.yaml"
+    path = Path(base)
+    if not path.is_file():
+        raise ConfigError(f"config '{base}' is neither a preset ({', '.join(presets())}) nor an existing YAML file")
+    return path
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a nested dict, with its ``base:`` (a preset or another file) merged underneath."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    parent = _resolve(base) if (PRESET_DIR / f"{base}.yaml").is_file() else _resolve(path.parent / base)
+    return _merge(_read_yaml(parent, seen + (path.resolve(),)), data)
+
+
+def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not overrides:
+        return []
     if isinstance(overrides, dict):
-        items = list(overrides.items())
+        return list(overrides.items())
+    items = []
+    for text in overrides:
+        if "=" not in text:
+            raise ConfigError(f"override '{text}' is not of the form section.key=value")
+        key, raw = text.split("=", 1)
+        items.append((key.strip(), yaml.safe_load(raw)))
+    return items
+
+
+def build_config(base: str | Path | RunConfig | None = None,
+                 overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
+    """The one way to make a run config: a base plus dotted overrides.
+
+    ``base``: None (the paper's defaults, ``RunConfig()``), a preset name (``'embedded'``, see
+    ``presets()``), a YAML file (as saved in every results folder; it may name its own ``base:``)
+    or a ``RunConfig``. ``overrides``: ``{'model.num_queries': 4}`` or ``['model.num_queries=4']``
+    (values parsed as YAML). Unknown keys, wrong types and out-of-range values raise ``ConfigError``
+    naming the field.
+    """
+    if isinstance(base, RunConfig):
+        data = base.to_dict()
+    elif base is None:
+        data = RunConfig().to_dict()
     else:
-        items = []
-        for text in overrides:
-            if "=" not in text:
-                raise ConfigError(f"override '{text}' is not of the form section.key=value")
-            key, raw = text.split("=", 1)
-            items.append((key.strip(), yaml.safe_load(raw)))
-    data = cfg.to_dict()
-    for key, value in items:
+        path = _resolve(base)
+        data = _read_yaml(path)
+    for key, value in _parse_overrides(overrides):
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
-            if p not in node or not isinstance(node[p], dict):
+            node = node.setdefault(p, {}) if p in _SECTIONS else None
+            if not isinstance(node, dict):
                 raise ConfigError(f"unknown config key '{key}'")
-            node = node[p]
-        if parts[-1] not in node:
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _SECTIONS) or (len(parts) == 1 and parts[0] in _SECTIONS):
             raise ConfigError(f"unknown config key '{key}'")
         node[parts[-1]] = value
-    return RunConfig.from_dict(data)
+    try:
+        return RunConfig.from_dict(data)
+    except ConfigError as e:
+        if base is None or isinstance(base, RunConfig):
+            raise
+        raise ConfigError(f"{base}: {e}") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
@@ -281,17 +345,8 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    try:
-        return RunConfig.from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    """A config YAML file (or preset name) without overrides: ``build_config(path)``."""
+    return build_config(str(path) if isinstance(path, Path) else path)
 
 
 def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, str]]:
@@ -305,3 +360,7 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, st
         else:
             rows.append((prefix + f.name, v, f.metadata.get("help", "")))
     return rows
+
+
+_SECTIONS = {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type) or f.name in
+             ("model", "loss", "data", "train", "pem")}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import LossConfig
+from glscl.config import LossConfig
 
 
 def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor, *, max_scale: float = 100.0,
@@ -120,3 +120,25 @@ def glscl_loss(sim: torch.Tensor, logit_scale: torch.Tensor, text_queries: torch
         total = total + cfg.icl_weight * parts["icl"] + cfg.idl_weight * parts["idl"]
     parts["loss"] = total
     return parts
+
+
+def vtc_loss(sim: torch.Tensor, temperature: torch.Tensor | float,
+             same_caption: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """ALPRO's VTC loss on the (gathered) B x B cosine matrix S, row = text, column = video.
+
+        L_t2v = -1/B sum_i log( exp(S_ii / temp) / sum_j exp(S_ij / temp) )
+        L_v2t = -1/B sum_i log( exp(S_ii / temp) / sum_j exp(S_ji / temp) )
+        L     = (L_t2v + L_v2t) / 2
+
+    (= ``info_nce`` with logit scale log(1 / temp) and no clamp). ``same_caption`` (B x B bool):
+    off-diagonal pairs that are not true negatives, removed from the softmax. Returns
+    {'vtc': L, 'loss': L, 'temperature': temp} (the last for logging).
+    """
+    temperature = torch.as_tensor(temperature, dtype=sim.dtype, device=sim.device)
+    logits = sim / temperature
+    if same_caption is not None:
+        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+        logits = logits.masked_fill(same_caption & ~eye, float("-inf"))
+    target = torch.arange(sim.shape[0], device=sim.device)
+    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return {"vtc": loss, "loss": loss, "temperature": temperature.detach()}

@@ -25,7 +25,7 @@ def tiny_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tiny_world):
     """A tiny open_clip checkpoint written by the project's own pre-training (a few steps)."""
-    from glscl.pretrain import PretrainConfig, pretrain_clip
+    from glscl.engine.pretrain import PretrainConfig, pretrain_clip
 
     return pretrain_clip(tiny_world, tiny_world / "clip.safetensors", PretrainConfig(steps=3, batch_size=32), progress=False)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from glscl import distributed as dist
+from glscl.engine import distributed as dist
 from glscl.config import ModelConfig, RunConfig, TrainConfig
-from glscl.model import GLSCL
-from glscl.train import Batches, Trainer, cached_encoder
+from glscl.model.glscl import GLSCL
+from glscl.engine.train import Batches, Trainer, cached_encoder
 
 B, T, L, D = 8, 4, 6, 16
 

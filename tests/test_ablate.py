@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import tiny_run_config
-from glscl import ablate, plots
+from glscl.lab.grids import runner as ablate, figures as plots
 from glscl.config import ConfigError, describe
 
 REPO = Path(__file__).resolve().parents[1]

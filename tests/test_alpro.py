@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from conftest import tiny_run_config
-from glscl.alpro import (EntityHead, Prompter, PromptEntityModeling, VTCHead, box_patch_mask, build_pem, create_head,
-                         crop_to_box, mine_entities, noun_phrases, pool_box, pseudo_labels, sample_boxes,
-                         soft_cross_entropy, vtc_loss)
-from glscl.config import ConfigError, ModelConfig, RunConfig, apply_overrides
-from glscl.model import GLSCL
+from glscl.pem.entities import mine_entities, noun_phrases
+from glscl.pem.modeling import (EntityHead, Prompter, PromptEntityModeling, box_patch_mask, build_pem, crop_to_box, pool_box,
+                                pseudo_labels, sample_boxes, soft_cross_entropy)
+from glscl.model.vtc import VTCHead
+from glscl.model.factory import create_head
+from glscl.losses import vtc_loss
+from glscl.config import ConfigError, ModelConfig, RunConfig, build_config
+from glscl.model.glscl import GLSCL
 
 
 def _ce(row, target):
@@ -170,10 +173,10 @@ def test_entity_mining_finds_the_nouns_by_hand():
 # -- PEM: gradients ---------------------------------------------------------------------------------
 
 def test_pem_gradient_reaches_the_visual_encoder_and_not_the_prompter(tiny_world, tiny_clip, tmp_path):
-    from glscl.model import Retriever
-    from glscl.backbone import create_backbone
+    from glscl.model.factory import Retriever
+    from glscl.model.backbone import create_backbone
 
-    cfg = apply_overrides(tiny_run_config(tiny_world, tiny_clip, tmp_path), {"loss.pem_weight": 1.0, "pem.templates": "bare"})
+    cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path), {"loss.pem_weight": 1.0, "pem.templates": "bare"})
     backbone = create_backbone("glscl-tiny", str(tiny_clip))
     model = Retriever(backbone, create_head(cfg.model, backbone.width))
     pem = build_pem(cfg, model, ["a small red circle moves up", "a large blue square moves left", "a triangle"])
@@ -199,17 +202,17 @@ def test_pem_gradient_reaches_the_visual_encoder_and_not_the_prompter(tiny_world
 
 def test_pem_with_the_feature_cache_is_a_one_line_config_error():
     with pytest.raises(ConfigError) as e:
-        apply_overrides(RunConfig(), {"loss.pem_weight": 0.5, "data.cache_dir": "cache"})
+        build_config(RunConfig(), {"loss.pem_weight": 0.5, "data.cache_dir": "cache"})
     assert "\n" not in str(e.value) and "end to end" in str(e.value) and "data.cache_dir" in str(e.value)
     with pytest.raises(ConfigError, match="pem.crop_min_area"):
-        apply_overrides(RunConfig(), {"pem.crop_min_area": 0.6})
+        build_config(RunConfig(), {"pem.crop_min_area": 0.6})
 
 
 # -- runs -------------------------------------------------------------------------------------------
 
 def test_vtc_trains_from_the_feature_cache(tiny_world, tiny_clip, tmp_path):
-    from glscl.run import run
-    cfg = apply_overrides(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=1),
+    from glscl.engine.run import run
+    cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=1),
                           {"model.objective": "vtc", "model.vtc_dim": 32})
     record = run(cfg, progress=False)
     assert record["objective"] == "vtc" and 0 <= record["t2v_R@1"] <= 100
@@ -218,8 +221,8 @@ def test_vtc_trains_from_the_feature_cache(tiny_world, tiny_clip, tmp_path):
 
 @pytest.mark.parametrize("objective", ["vtc", "glscl"])
 def test_tiny_end_to_end_run_with_pem_writes_metrics(tiny_world, tiny_clip, tmp_path, objective):
-    from glscl.run import run
-    cfg = apply_overrides(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", epochs=1, batch_size=16),
+    from glscl.engine.run import run
+    cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", epochs=1, batch_size=16),
                           {"model.objective": objective, "loss.pem_weight": 1.0, "pem.templates": "bare",
                            "model.vtc_dim": 32})
     record = run(cfg, progress=False)

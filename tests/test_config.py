@@ -1,7 +1,7 @@
 """Configuration validation and YAML round trip."""
 import pytest
 
-from glscl.config import (ConfigError, LossConfig, ModelConfig, RunConfig, apply_overrides, describe, load_config,
+from glscl.config import (ConfigError, LossConfig, ModelConfig, RunConfig, build_config, describe, load_config,
                           save_config)
 
 
@@ -31,11 +31,11 @@ def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="unknown config key 'model.num_querys'"):
         RunConfig.from_dict({"model": {"num_querys": 4}})
     with pytest.raises(ConfigError, match="unknown config key 'lr'"):
-        apply_overrides(RunConfig(), ["lr=3"])
+        build_config(RunConfig(), ["lr=3"])
 
 
 def test_yaml_round_trip(tmp_path):
-    c = apply_overrides(RunConfig(), ["model.num_queries=4", "loss.variant=released", "train.betas=[0.9, 0.99]",
+    c = build_config(RunConfig(), ["model.num_queries=4", "loss.variant=released", "train.betas=[0.9, 0.99]",
                                       "model.pretrained=null"])
     assert c.model.num_queries == 4 and c.loss.variant == "released" and c.train.betas == (0.9, 0.99)
     assert c.model.pretrained is None

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_run_config
-from glscl import train as train_module
-from glscl.run import run
-from glscl.train import NonFiniteLossError, warmup_cosine
+from glscl.engine import train as train_module
+from glscl.engine.run import run
+from glscl.engine.train import NonFiniteLossError, warmup_cosine
 
 
 def _weights(folder):
@@ -85,7 +85,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, ti
 
 
 def test_cache_hit_miss_and_invalidation(tiny_world, tiny_clip, tmp_path):
-    from glscl.backbone import create_backbone
+    from glscl.model.backbone import create_backbone
     from glscl.config import DataConfig
     from glscl.data import load_split
     from glscl.data.cache import build_cache

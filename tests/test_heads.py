@@ -1,13 +1,13 @@
-"""Comparison heads (glscl.heads) and the efficiency bench (glscl.bench): shapes, masking,
+"""Comparison heads (glscl.lab.bench.heads) and the efficiency bench (glscl.lab.bench.measure): shapes, masking,
 hand-counted FLOPs, per-block vs encode-once evaluation, and a --quick bench run."""
 import json
 
 import pytest
 import torch
 
-from glscl.bench import (CostModel, PeakMemory, RandomFeatures, _per_block_flops, count_cost, count_flops_shapes_only,
+from glscl.lab.bench.measure import (CostModel, PeakMemory, RandomFeatures, _per_block_flops, count_cost, count_flops_shapes_only,
                          default_args, fit_flop_model, main)
-from glscl.heads import (CrossEncoderHead, alpro_pair_flops, cross_encoder_pair_flops, glscl_encode_once_similarity,
+from glscl.lab.bench.heads import (CrossEncoderHead, alpro_pair_flops, cross_encoder_pair_flops, glscl_encode_once_similarity,
                          glscl_per_block_similarity, make_heads)
 
 # tiny shapes: d, T frames, L words, K queries, one decoder and one temporal layer, 2 heads

@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from glscl.metrics import dual_softmax, qb_norm, retrieval_metrics, t2v_ranks, v2t_ranks
+from glscl.engine.metrics import dual_softmax, qb_norm, retrieval_metrics, t2v_ranks, v2t_ranks
 
 
 def test_identity_gives_perfect_recall():
@@ -39,7 +39,7 @@ def test_recall_at_k_percentages():
         sim[i, cv[i]] = row[rank - 1]
     r = t2v_ranks(sim, cv)
     assert list(r) == [1, 2, 6, 11]
-    from glscl.metrics import rank_metrics
+    from glscl.engine.metrics import rank_metrics
     m = rank_metrics(r)
     assert (m["R@1"], m["R@5"], m["R@10"], m["R@50"], m["MdR"], m["MnR"]) == (25.0, 50.0, 75.0, 100.0, 4.0, 5.0)
 

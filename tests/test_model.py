@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from glscl.config import ModelConfig
-from glscl.model import GLSCL, global_interaction_weights, global_similarity, local_similarity
+from glscl.model.glscl import GLSCL
+from glscl.model.interaction import global_interaction_weights, global_similarity, local_similarity
 
 
 def small_cfg(**kw):

@@ -33,6 +33,6 @@ def test_requirements_pin_a_matching_torch_torchvision_pair():
 def test_tiny_model_configs_are_registered():
     import open_clip
 
-    import glscl.backbone  # noqa: F401  (registers the configs)
+    import glscl.model.backbone  # noqa: F401  (registers the configs)
 
     assert {"glscl-tiny", "glscl-small"} <= set(open_clip.list_models())

@@ -1,10 +1,10 @@
 """Gradients reach every trainable parameter, and a few steps on a fixed batch lower the loss."""
 import torch
 
-from glscl.backbone import Tokenizer
+from glscl.model.backbone import Tokenizer
 from glscl.config import LossConfig, ModelConfig
 from glscl.losses import glscl_loss
-from glscl.model import create_model
+from glscl.model.factory import create_model
 
 CAPTIONS = ["a red circle moves left", "a blue square appears", "a small green triangle moves up",
             "a yellow circle disappears"]

@@ -8,16 +8,16 @@ import torch
 pytest.importorskip("ipywidgets")
 
 from conftest import tiny_run_config  # noqa: E402
-from glscl import viz  # noqa: E402
-from glscl.checkpoint import load_weights  # noqa: E402
+from glscl.lab.ui import viz  # noqa: E402
+from glscl.engine.checkpoint import load_weights  # noqa: E402
 from glscl.config import ModelConfig  # noqa: E402
 from glscl.data import load_split  # noqa: E402
 from glscl.data.cache import FeatureCache  # noqa: E402
 from glscl.data.video import sample_frame_indices  # noqa: E402
-from glscl.metrics import t2v_ranks  # noqa: E402
-from glscl.model import GLSCL  # noqa: E402
-from glscl.run import run  # noqa: E402
-from glscl.widgets import QueryAttentionViewer, RetrievalExplorer, SplitFeatures  # noqa: E402
+from glscl.engine.metrics import t2v_ranks  # noqa: E402
+from glscl.model.glscl import GLSCL  # noqa: E402
+from glscl.engine.run import run  # noqa: E402
+from glscl.lab.ui.widgets import QueryAttentionViewer, RetrievalExplorer, SplitFeatures  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_viewer_gives_padding_no_attention_and_needs_a_local_branch():
 
 
 def test_viz_helpers(tiny_world):
-    from glscl.backbone import Tokenizer
+    from glscl.model.backbone import Tokenizer
 
     frames = np.random.default_rng(0).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
     mask = np.array([1, 1, 1, 0, 0], bool)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from .splits import RetrievalSplit
+from glscl.data.splits import RetrievalSplit
 
 
 def drop_unreadable_videos(split: RetrievalSplit, progress: bool = False) -> RetrievalSplit:
     """Try to decode one frame of every video; drop the unreadable ones (and their captions), recording why."""
     from tqdm.auto import tqdm
 
-    from .video import VideoError, load_clip
+    from glscl.data.video import VideoError, load_clip
 
     bad: dict[int, str] = {}
     for i, path in enumerate(tqdm(split.video_paths, desc=f"checking {split.name} videos", disable=not progress)):
@@ -38,7 +38,7 @@ def load_split(cfg, split: str) -> RetrievalSplit:
     ``split.skipped`` (and counted in the run's summary); otherwise the first one stops the run
     with a one-line error naming the file.
     """
-    from .adapters import load_dataset
+    from glscl.data.adapters import load_dataset
 
     name = "msrvtt" if cfg.dataset == "world" else cfg.dataset
     kwargs = {"video_dir": cfg.video_dir, "skip_bad": cfg.skip_bad}

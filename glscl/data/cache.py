@@ -31,9 +31,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .dataset import ClipDataset
-from .splits import RetrievalSplit
-from .video import ClipTransform
+from glscl.data.dataset import ClipDataset
+from glscl.data.splits import RetrievalSplit
+from glscl.data.video import ClipTransform
 
 ARRAYS = ("frames", "frame_mask", "sentence", "tokens", "token_mask", "caption_video")
 

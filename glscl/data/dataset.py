@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .splits import RetrievalSplit
-from .video import ClipTransform, VideoError, load_clip
+from glscl.data.splits import RetrievalSplit
+from glscl.data.video import ClipTransform, VideoError, load_clip
 
 
 def caption_ids(captions) -> np.ndarray:

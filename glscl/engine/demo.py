@@ -17,25 +17,21 @@ import json
 import time
 from pathlib import Path
 
-from .config import DataConfig, LossConfig, ModelConfig, RunConfig, TrainConfig
-from .data.world import WorldConfig, generate_world
-from .pretrain import PretrainConfig, pretrain_clip
-from .run import run, with_overrides
+from glscl.config import RunConfig, build_config
+from glscl.data.world import WorldConfig, generate_world
+from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+from glscl.engine.run import run
 
 HEADS = (("GLSCL", "both"), ("global only", "global"), ("mean pooling", "mean"))
 
 
-def demo_config(root: str, clip: str, out: str, cache: str, quick: bool = False) -> RunConfig:
-    """The embedded default's run config (tiny CLIP, 8 frames, head trained from the cache)."""
-    return RunConfig(
-        name="glscl", out_dir=out, device="auto",
-        model=ModelConfig(backbone="glscl-tiny", pretrained=clip, compact_vocab=True, num_frames=8, max_words=32,
-                          temporal_layers=1, temporal_heads=2, global_tau=0.1, global_normalize=True,
-                          num_queries=8, decoder_layers=2, decoder_heads=2, dropout=0.1, freeze_backbone=True),
-        loss=LossConfig(),
-        data=DataConfig(dataset="world", root=root, cache_dir=cache, num_workers=2),
-        train=TrainConfig(epochs=2 if quick else 25, batch_size=64, lr=1e-3, backbone_lr_coef=0.0, weight_decay=0.05,
-                          warmup=0.05, seed=0, eval_every=1 if quick else 5))
+def demo_config(root: str = "data/world", clip: str | None = None, out: str = "runs", cache: str | None = None,
+                quick: bool = False) -> RunConfig:
+    """The embedded default (preset ``embedded``, or ``embedded-quick``) with its folders moved to ``root``."""
+    root = Path(root)
+    return build_config("embedded-quick" if quick else "embedded", {
+        "out_dir": str(out), "data.root": str(root), "data.cache_dir": str(cache or root / "cache"),
+        "model.pretrained": str(clip or root / "clip-tiny-pretrained.safetensors")})
 
 
 def world_config(quick: bool) -> WorldConfig:
@@ -66,7 +62,7 @@ def main(argv=None) -> list[dict]:
     records = []
     for label, mode in HEADS:
         print(f"[3/4] training {label} (interaction={mode}) from the feature cache")
-        cfg = with_overrides(base, name=mode if mode != "both" else "glscl", model={"interaction": mode})
+        cfg = build_config(base, {"name": mode if mode != "both" else "glscl", "model.interaction": mode})
         records.append({"head": label, **run(cfg, progress=progress)})
     print(f"[4/4] test split of the world, checkpoints chosen on validation ({time.perf_counter() - t0:.0f} s in all)\n")
     table = format_table(records)

@@ -1,4 +1,4 @@
-"""Figures and summaries of an ablation grid's tidy table (``results.csv`` from glscl.ablate).
+"""Figures and summaries of an ablation grid's tidy table (``results.csv`` from glscl.lab.grids.runner).
 
 Error bars and bands are **95 % Student-t intervals over seeds**: mean +- t(0.975, n-1) * sd / sqrt(n),
 computed here (``summarize``) rather than bootstrapped, because grids have few seeds (with 2 seeds a

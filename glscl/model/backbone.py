@@ -1,7 +1,7 @@
 """The CLIP backbone, over open_clip: frame embeddings, text token states, and the tokenizer.
 
 ``create_backbone(name, pretrained)`` accepts any open_clip model name (the tiny configs in
-``glscl/model_configs`` are registered on import) and ``pretrained`` as
+``glscl/model/model_configs`` are registered on import) and ``pretrained`` as
 
 * ``None``: random initialisation;
 * an open_clip tag such as ``"openai"`` (needs the weights in open_clip's cache: no hub is reached
@@ -30,7 +30,7 @@ import open_clip
 import torch
 from torch import nn
 
-from .config import ConfigError
+from glscl.config import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)

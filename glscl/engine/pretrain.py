@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .backbone import Tokenizer, create_backbone, save_backbone
-from .data.dataset import caption_ids
-from .data.video import ClipTransform, load_clip
-from .data.world import frame_caption_samples, load_world
-from .losses import info_nce
-from .train import warmup_cosine
+from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
+from glscl.data.dataset import caption_ids
+from glscl.data.video import ClipTransform, load_clip
+from glscl.data.world import frame_caption_samples, load_world
+from glscl.losses import info_nce
+from glscl.engine.train import warmup_cosine
 
 
 @dataclass(frozen=True)

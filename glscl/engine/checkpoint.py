@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from .config import RunConfig, load_config, save_config
+from glscl.config import RunConfig, load_config, save_config
 
 
 def _atomic(path: Path, write) -> None:

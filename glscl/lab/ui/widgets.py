@@ -3,7 +3,7 @@
 ``RetrievalExplorer``: type or pick a caption and see the top-k videos of a split, each with its
 frame strip and its score S split into the global contribution S_g and the local contribution
 lambda * S_l. Built from a trained head and a feature cache (``from_cache``) or from a results
-folder written by ``glscl.run.run`` (``from_results``).
+folder written by ``glscl.engine.run.run`` (``from_results``).
 
 ``QueryAttentionViewer``: sliders over the learnable query, the (video, caption) item, the frame
 and the decoder layer; shows what the selected query attends to over the frames of the video and
@@ -27,9 +27,10 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
-from . import viz
-from .alpro import create_head
-from .model import GLSCL, TextEmbedding, VideoEmbedding
+from glscl.lab.ui import viz
+from glscl.model.factory import create_head
+from glscl.model.glscl import GLSCL
+from glscl.model.interaction import TextEmbedding, VideoEmbedding
 
 __all__ = ["SplitFeatures", "RetrievalExplorer", "QueryAttentionViewer", "encode_features"]
 
@@ -76,8 +77,8 @@ def encode_features(backbone, split, num_frames: int, sample_fps: float = 1.0, b
     """Decode and encode a ``RetrievalSplit`` with ``backbone`` (for runs trained without a cache)."""
     from torch.utils.data import DataLoader
 
-    from .data.dataset import ClipDataset
-    from .data.video import ClipTransform
+    from glscl.data.dataset import ClipDataset
+    from glscl.data.video import ClipTransform
 
     backbone.eval()
     transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
@@ -181,16 +182,16 @@ class RetrievalExplorer:
     @classmethod
     def from_results(cls, run_dir: str | Path, split: str = "test", device: str | torch.device = "cpu",
                      **kwargs) -> "RetrievalExplorer":
-        """From a results folder of ``glscl.run.run``: its best checkpoint, config and data.
+        """From a results folder of ``glscl.engine.run.run``: its best checkpoint, config and data.
 
         Cached runs: the frozen backbone's feature cache of ``split`` is reused (or built if it was
         deleted). End-to-end runs: the split is decoded and encoded with the checkpoint's backbone.
         """
-        from .backbone import create_backbone
-        from .checkpoint import load_config_and_vocab, load_weights
-        from .data import load_split
-        from .data.cache import build_cache
-        from .model import Retriever
+        from glscl.model.backbone import create_backbone
+        from glscl.engine.checkpoint import load_config_and_vocab, load_weights
+        from glscl.data import load_split
+        from glscl.data.cache import build_cache
+        from glscl.model.factory import Retriever
 
         best = Path(run_dir) / "checkpoints" / "best"
         cfg, vocab = load_config_and_vocab(best)
@@ -270,7 +271,7 @@ class RetrievalExplorer:
     def frames(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Decoded frames (T, H, W, 3) uint8 and mask of gallery video ``index`` (sampled as in training)."""
         if index not in self._frames:
-            from .data.video import load_clip
+            from glscl.data.video import load_clip
             if self.features.video_paths is None:
                 raise ValueError("no video files known: build the explorer with video_paths to see frames")
             frames, mask = load_clip(self.features.video_paths[index], self.features.num_frames or self.features.frames.shape[1],

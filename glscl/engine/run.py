@@ -6,7 +6,7 @@
   and only the GLSCL head trains (fast: what ablation grids use);
 * otherwise training is end to end: decoded clips -> backbone -> head.
 
-``model.objective`` picks the head (GLSCL or ALPRO's VTC, ``glscl.alpro.create_head``) for both
+``model.objective`` picks the head (GLSCL or ALPRO's VTC, ``glscl.model.factory.create_head``) for both
 routes; ``loss.pem_weight > 0`` adds ALPRO's prompt entity modeling (end to end only).
 
 The checkpoint evaluated on test is the one that scored best on the validation split. The
@@ -14,7 +14,6 @@ results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pa
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,19 +22,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import distributed as dist
-from .alpro import build_pem, create_head, end_to_end_encoder
-from .backbone import Tokenizer, create_backbone
-from .checkpoint import load_weights
-from .config import RunConfig
-from .data import load_split
-from .data.cache import build_cache, weights_digest
-from .data.dataset import ClipDataset, PairDataset
-from .data.video import ClipTransform
-from .evaluate import concat_text, evaluate_cached, similarity_matrix
-from .metrics import retrieval_metrics
-from .model import Retriever
-from .train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
+from glscl.engine import distributed as dist
+from glscl.pem import build_pem
+from glscl.model.factory import create_head, end_to_end_encoder
+from glscl.model.backbone import Tokenizer, create_backbone
+from glscl.engine.checkpoint import load_weights
+from glscl.config import RunConfig
+from glscl.data import load_split
+from glscl.data.cache import build_cache, weights_digest
+from glscl.data.dataset import ClipDataset, PairDataset
+from glscl.data.video import ClipTransform
+from glscl.engine.evaluate import concat_text, evaluate_cached, similarity_matrix
+from glscl.engine.metrics import retrieval_metrics
+from glscl.model.factory import Retriever
+from glscl.engine.train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
 
 SPLITS = ("train", "val", "test")
 
@@ -44,7 +44,7 @@ def _vocab(cfg: RunConfig, splits) -> tuple[int, ...] | None:
     if not cfg.model.compact_vocab:
         return None
     if cfg.data.dataset == "world":
-        from .pretrain import world_vocab
+        from glscl.engine.pretrain import world_vocab
         return world_vocab(cfg.data.root, cfg.model.max_words)
     return Tokenizer.build_vocab(sorted({c for s in splits.values() for c in s.captions}), cfg.model.max_words)
 
@@ -89,7 +89,7 @@ def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
     """Twin accuracy on the embedded world (how often a caption's video beats its time-reversed twin)."""
     if cfg.data.dataset != "world":
         return {}
-    from .data.world import load_world, twin_accuracy, twin_indices
+    from glscl.data.world import load_world, twin_accuracy, twin_indices
     twins = twin_indices(load_world(cfg.data.root), split.video_ids)
     return {"twin_accuracy": 100.0 * twin_accuracy(sim.numpy(), split.caption_video, twins)} if twins else {}
 
@@ -151,14 +151,3 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
         (Path(run_dir) / "metrics.json").write_text(json.dumps(record, indent=2))
         torch.save(sim, Path(run_dir) / "test_similarity.pt")
     return record
-
-
-def with_overrides(cfg: RunConfig, **sections) -> RunConfig:
-    """``cfg`` with some fields of some sections replaced: with_overrides(cfg, model={'num_queries': 4})."""
-    changes = {}
-    for section, fields in sections.items():
-        if isinstance(fields, dict):
-            changes[section] = dataclasses.replace(getattr(cfg, section), **fields)
-        else:
-            changes[section] = fields
-    return dataclasses.replace(cfg, **changes)

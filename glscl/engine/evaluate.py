@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .metrics import dual_softmax, qb_norm, retrieval_metrics
-from .model import GLSCL, TextEmbedding
+from glscl.engine.metrics import dual_softmax, qb_norm, retrieval_metrics
+from glscl.model.glscl import GLSCL
+from glscl.model.interaction import TextEmbedding
 
 
 def concat_text(parts: list[TextEmbedding]) -> TextEmbedding:

@@ -1,11 +1,11 @@
 """Efficiency bench: the similarity stage of GLSCL and the heads it is compared with, side by side.
 
-    python -m glscl.bench [--out runs/bench] [--quick] [--direct-count]     (or: glscl bench ...)
+    python -m glscl.lab.bench.measure [--out runs/bench] [--quick] [--direct-count]     (or: glscl bench ...)
 
 Workload: N = 1,000 texts against galleries of M = 1k, 10k and 100k videos (MSR-VTT 1k-A is
 1k x 1k), random features at the paper's shapes (d = 512, T = 12 frames, L = 32 words; some
 frames and words padded). CLIP is excluded: the stage starts from backbone features. Heads:
-``glscl.heads`` (mean pooling, X-Pool-style, X-CLIP-style, ALPRO-style cross-encoder, GLSCL
+``glscl.lab.bench.heads`` (mean pooling, X-Pool-style, X-CLIP-style, ALPRO-style cross-encoder, GLSCL
 encoded once, GLSCL re-encoded per 16 x 16 block as in the released code).
 
 What is measured, and how
@@ -58,7 +58,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .heads import (ALPRO_VTM, HEAD_TITLES, GLSCLHead, PairwiseHead, alpro_pair_flops, glscl_per_block_similarity,
+from glscl.lab.bench.heads import (ALPRO_VTM, HEAD_TITLES, GLSCLHead, PairwiseHead, alpro_pair_flops, glscl_per_block_similarity,
                     make_heads)
 
 # ----------------------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ QUICK = dict(texts=32, galleries="16,32", probe=0, width=64, cell_limit=0.0, cro
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``glscl bench`` / ``python -m glscl.bench``."""
+    """Options of ``glscl bench`` / ``python -m glscl.lab.bench.measure``."""
     a = parser.add_argument
     a("--out", default="runs/bench", help="output folder for bench.json and bench.png (default: %(default)s)")
     a("--texts", type=int, default=1000, help="N: texts (queries) (default: %(default)s, MSR-VTT 1k-A)")
@@ -763,7 +763,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m glscl.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m glscl.lab.bench.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,38 +1,22 @@
-"""The GLSCL head: the whole forward pass from backbone features to the similarity matrix.
-
-Inputs are what the backbone (``glscl.backbone``) gives: per-frame embeddings ``frames``
-(B x T x d) with a validity mask (True = real frame), per-token text states ``tokens``
-(B x L x d) with a validity mask, and the sentence vector ``sentence`` (B x d, the
-end-of-text state).
+"""The interaction functions of GLSCL: the temporal transformer, the global interaction (S_g),
+the local interaction module (K queries and a decoder, c^v and c^t) and S_l.
 
     video:  v_f  = frames + TemporalTransformer(frames + pos)            (B x T x d)
-            c^v  = normalize(Decoder(queries, memory=v_f))               (B x K x d)
-    text:   t    = sentence                                              (B x d)
-            c^t  = normalize(Decoder(queries, memory=tokens))            (B x K x d)
-
     global interaction (no parameters):
             w_f(t, v) = softmax_f(t . v_f / tau)     (padded frames: weight exactly 0)
             S_g(t, v) = cos(t, sum_f w_f v_f)
     local interaction:
+            c^v  = normalize(Decoder(queries, memory=v_f))               (B x K x d)
+            c^t  = normalize(Decoder(queries, memory=tokens))            (B x K x d)
             S_l(t, v) = (1/K) sum_k cos(c^t_k, c^v_k)
-    similarity:
-            S = S_g + lambda * S_l        (modes: 'global', 'local', 'both', 'mean')
-
-A video's outputs depend only on the video and a text's only on the text, so evaluation
-encodes each item once (``encode_video`` / ``encode_text``) and forms S for all pairs with
-``similarity``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .backbone import Backbone, create_backbone
-from .config import ModelConfig
 
 
 @dataclass
@@ -179,98 +163,3 @@ class LocalInteraction(nn.Module):
     def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """c^t (B x K x d), unit norm per query."""
         return self._attend(self.text_queries, self.text_decoder, tokens, mask)
-
-
-class GLSCL(nn.Module):
-    """GLSCL similarity head over backbone features (the backbone lives in ``glscl.backbone``).
-
-    Holds its own copy of CLIP's learned logit scale (initialised from the backbone's), so the
-    head trains alone from cached features.
-    """
-
-    def __init__(self, cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07)):
-        super().__init__()
-        self.cfg = cfg
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.temporal = (TemporalTransformer(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, cfg.dropout)
-                         if cfg.temporal_layers > 0 else None)
-        self.local = (LocalInteraction(width, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout,
-                                       cfg.shared_queries, cfg.shared_decoder)
-                      if cfg.interaction in ("local", "both") else None)
-
-    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoEmbedding:
-        """frames: per-frame embeddings (B x T x d); mask: True for real frames (B x T)."""
-        mask = mask.bool()
-        if self.temporal is not None:
-            frames = self.temporal(frames, mask)
-        queries = self.local.encode_video(frames, mask) if self.local is not None else None
-        return VideoEmbedding(frames, mask, queries)
-
-    def encode_text(self, sentence: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
-        """sentence: t (B x d); tokens: token states (B x L x d); mask: True for real tokens (B x L)."""
-        queries = self.local.encode_text(tokens, mask.bool()) if self.local is not None else None
-        return TextEmbedding(sentence, queries)
-
-    def similarity_parts(self, text: TextEmbedding, video: VideoEmbedding) -> dict[str, torch.Tensor]:
-        """The similarity components used by this configuration, each N texts x M videos."""
-        cfg, parts = self.cfg, {}
-        if cfg.interaction == "mean":
-            parts["mean"] = mean_pooling_similarity(text.sentence, video.frames, video.mask)
-        if cfg.interaction in ("global", "both"):
-            parts["global"] = global_similarity(text.sentence, video.frames, video.mask, cfg.global_tau, cfg.global_normalize)
-        if cfg.interaction in ("local", "both"):
-            parts["local"] = local_similarity(text.queries, video.queries)
-        return parts
-
-    def similarity(self, text: TextEmbedding, video: VideoEmbedding) -> torch.Tensor:
-        """S (N x M): S_g + lambda S_l ('both'), S_g ('global'), S_l ('local') or mean pooling ('mean')."""
-        parts = self.similarity_parts(text, video)
-        if self.cfg.interaction == "both":
-            return parts["global"] + self.cfg.local_weight * parts["local"]
-        return parts[self.cfg.interaction]
-
-    def forward(self, sentence, tokens, token_mask, frames, frame_mask):
-        """Encode a batch of texts and videos; return (S, text embedding, video embedding)."""
-        text = self.encode_text(sentence, tokens, token_mask)
-        video = self.encode_video(frames, frame_mask)
-        return self.similarity(text, video), text, video
-
-
-class Retriever(nn.Module):
-    """Backbone + GLSCL head: pixels and token ids in, similarity out (end-to-end training)."""
-
-    def __init__(self, backbone: Backbone, head: GLSCL):
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-
-    def encode_video(self, pixels: torch.Tensor, mask: torch.Tensor) -> VideoEmbedding:
-        """pixels (B x T x 3 x H x W), mask (B x T) -> video embedding."""
-        return self.head.encode_video(self.backbone.encode_frames(pixels), mask)
-
-    def encode_text(self, ids: torch.Tensor) -> TextEmbedding:
-        """token ids (B x L) -> text embedding."""
-        f = self.backbone.encode_text(ids)
-        return self.head.encode_text(f.sentence, f.tokens, f.mask)
-
-    def forward(self, ids: torch.Tensor, pixels: torch.Tensor, frame_mask: torch.Tensor):
-        text, video = self.encode_text(ids), self.encode_video(pixels, frame_mask)
-        return self.head.similarity(text, video), text, video
-
-
-def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tuple[int, ...] | None = None) -> Retriever:
-    """Backbone (open_clip, ``cfg.backbone`` / ``cfg.pretrained``) plus a fresh GLSCL head.
-
-    ``vocab``: compact vocabulary (``Tokenizer.build_vocab``) when ``cfg.compact_vocab`` is set.
-    """
-    backbone = create_backbone(cfg.backbone, cfg.pretrained, context_length=cfg.max_words, device=device)
-    if cfg.compact_vocab:
-        if vocab is None:
-            raise ValueError("model.compact_vocab is set but no vocabulary was given")
-        backbone.use_compact_vocab(vocab)
-    if cfg.freeze_backbone:
-        backbone.requires_grad_(False)
-    from .alpro import create_head  # GLSCL or ALPRO's VTC head, by cfg.objective
-
-    head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach())).to(device)
-    return Retriever(backbone, head)

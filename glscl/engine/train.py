@@ -10,7 +10,7 @@
   on it (t2v R@1 + R@5 + R@10), never on test;
 * a non-finite loss stops the run with a clear error and leaves the last good checkpoint;
 * under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes;
-* the objective follows ``model.objective``: GLSCL's loss, or ALPRO's VTC loss (``glscl.alpro``);
+* the objective follows ``model.objective``: GLSCL's loss, or ALPRO's VTC loss (``glscl.pem``);
   with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity modeling loss is
   added: L = L_objective + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
 
@@ -34,13 +34,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import distributed as dist
-from .checkpoint import load_train_state, load_weights, save_checkpoint
-from .config import RunConfig, save_config
-from .data.dataset import CachedPairDataset, PairDataset, same_pair_mask
-from .evaluate import evaluate_cached
-from .losses import glscl_loss
-from .alpro import vtc_loss
+from glscl.engine import distributed as dist
+from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint
+from glscl.config import RunConfig, save_config
+from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
+from glscl.engine.evaluate import evaluate_cached
+from glscl.losses import glscl_loss
+from glscl.losses import vtc_loss
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
 
@@ -130,7 +130,7 @@ class Trainer:
     across processes, forms S with ``head.similarity`` and applies the objective's loss
     (``glscl_loss`` or ``vtc_loss``, by ``model.objective``).
     ``validate()`` -> metrics dict on the validation split (or None).
-    ``pem``: a ``glscl.alpro.PromptEntityModeling`` whose loss is added with weight ``loss.pem_weight``.
+    ``pem``: a ``glscl.pem.PromptEntityModeling`` whose loss is added with weight ``loss.pem_weight``.
     """
 
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, head, encode: Callable, batches: Batches,

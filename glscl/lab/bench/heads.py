@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
-from .model import GLSCL, masked_mean
+from glscl.config import ModelConfig
+from glscl.model.glscl import GLSCL
+from glscl.model.interaction import masked_mean
 
 Block = Union[int, tuple[int, int]]  # texts x videos per block (an int: square)
 

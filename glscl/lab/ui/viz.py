@@ -234,7 +234,7 @@ def plot_sampling(num_native_frames: int, native_fps: float, num_frames: int, sa
     """
     import matplotlib.pyplot as plt
 
-    from .data.video import sample_frame_indices
+    from glscl.data.video import sample_frame_indices
 
     indices, valid = sample_frame_indices(num_native_frames, native_fps, num_frames, sample_fps)
     step = max(native_fps / sample_fps, 1.0)
@@ -410,7 +410,7 @@ def plot_cost_growth(record: dict, keys: Sequence[str] = ("flops", "time"), axes
 def token_labels(tokenizer, ids, mask=None) -> list[str]:
     """The word piece at every token position of one caption (``<start>``, words, ``<end>``).
 
-    ``tokenizer``: a ``glscl.backbone.Tokenizer`` (compact vocabulary or not); ``ids``: its output
+    ``tokenizer``: a ``glscl.model.backbone.Tokenizer`` (compact vocabulary or not); ``ids``: its output
     for one caption (L,); ``mask``: real tokens (default: up to end-of-text). Padding is dropped.
     """
     ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]

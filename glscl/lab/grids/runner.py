@@ -36,7 +36,7 @@ Layout of a grid folder::
     notebooks/<run_id>.ipynb       the executed run notebook, kept for every run (failed ones too)
     logs/worker-<pid>.log          what the worker processes and their kernels printed to stderr
     results.csv                    the tidy table: one row per run, rebuilt from runs/ every time
-    figures/                       PNG, PDF and SVG figures (glscl.plots)
+    figures/                       PNG, PDF and SVG figures (glscl.lab.grids.figures)
 
 Resumable: a run whose metrics.json exists is skipped; a run killed half-way resumes from its last
 checkpoint; a failed run is skipped until ``--rerun-failed`` (which runs only those). ``--shard i/n``
@@ -63,9 +63,9 @@ from typing import Any
 
 import yaml
 
-from .config import ConfigError, RunConfig, apply_overrides, describe, load_config
+from glscl.config import ConfigError, RunConfig, apply_overrides, describe, load_config
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "run.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "run.ipynb"
 GRID_KEYS = {"description", "base", "prepare_world", "fixed", "vary", "irrelevant", "exclude", "seeds", "workers", "metrics"}
 DEFAULT_METRICS = ("t2v_R@1", "v2t_R@1", "twin_accuracy")
 WORLD_PATH_KEYS = ("data.root", "data.video_dir", "data.cache_dir", "model.pretrained")
@@ -229,7 +229,7 @@ def build_config(overrides: dict | None = None, config_path: str | None = None, 
     if config_path:
         base = load_config(config_path)
     else:
-        from .demo import demo_config
+        from glscl.engine.demo import demo_config
         base = demo_config("data/world", "data/world/clip-tiny-pretrained.safetensors", "runs", "data/world/cache", quick)
     extra = {k: v for k, v in (("name", name), ("out_dir", out_dir)) if v is not None}
     cfg = apply_overrides(base, {**(overrides or {}), **extra})
@@ -326,7 +326,7 @@ def write_table(spec: GridSpec, out: str | Path):
 def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, progress: bool = True) -> None:
     """Generate the world / tiny CLIP and build every feature cache once, before workers start."""
     if prepare_world:
-        from .demo import prepare_embedded
+        from glscl.engine.demo import prepare_embedded
         for root in sorted({c.data.root for c in configs if c.data.dataset == "world"}):
             prepare_embedded(root, quick=quick, progress=progress)
     signatures = {}
@@ -337,8 +337,8 @@ def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, p
             signatures.setdefault(sig, c)
     if not signatures:
         return
-    from .data import load_split
-    from .run import SPLITS, build_caches, load_backbone
+    from glscl.data import load_split
+    from glscl.engine.run import SPLITS, build_caches, load_backbone
     for c in signatures.values():
         splits = {s: load_split(c.data, s) for s in SPLITS}
         backbone, _ = load_backbone(c, splits)
@@ -476,7 +476,7 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
         bar.close()
     table = write_table(spec, out)
     if figures and (table["status"] == "ok").any():
-        from .plots import figures_for_grid
+        from glscl.lab.grids.figures import figures_for_grid
         try:
             figures_for_grid(table, spec, out / "figures")
         except Exception as e:  # figures are a convenience; the table is the result

@@ -1,0 +1,70 @@
+"""One factory for the heads and the end-to-end model: ``create_head`` and ``create_model``."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from glscl.config import ModelConfig
+from glscl.model.backbone import Backbone, create_backbone
+from glscl.model.glscl import GLSCL
+from glscl.model.interaction import TextEmbedding, VideoEmbedding
+from glscl.model.vtc import VTCHead
+
+
+def create_head(cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07)) -> GLSCL | VTCHead:
+    """The head ``cfg.objective`` asks for: ``GLSCL`` ('glscl') or ``VTCHead`` ('vtc')."""
+    if cfg.objective == "vtc":
+        return VTCHead(cfg, width)
+    return GLSCL(cfg, width, logit_scale)
+
+
+class Retriever(nn.Module):
+    """Backbone + GLSCL head: pixels and token ids in, similarity out (end-to-end training)."""
+
+    def __init__(self, backbone: Backbone, head: GLSCL):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def encode_video(self, pixels: torch.Tensor, mask: torch.Tensor) -> VideoEmbedding:
+        """pixels (B x T x 3 x H x W), mask (B x T) -> video embedding."""
+        return self.head.encode_video(self.backbone.encode_frames(pixels), mask)
+
+    def encode_text(self, ids: torch.Tensor) -> TextEmbedding:
+        """token ids (B x L) -> text embedding."""
+        f = self.backbone.encode_text(ids)
+        return self.head.encode_text(f.sentence, f.tokens, f.mask)
+
+    def forward(self, ids: torch.Tensor, pixels: torch.Tensor, frame_mask: torch.Tensor):
+        text, video = self.encode_text(ids), self.encode_video(pixels, frame_mask)
+        return self.head.similarity(text, video), text, video
+
+
+def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tuple[int, ...] | None = None) -> Retriever:
+    """Backbone (open_clip, ``cfg.backbone`` / ``cfg.pretrained``) plus a fresh GLSCL head.
+
+    ``vocab``: compact vocabulary (``Tokenizer.build_vocab``) when ``cfg.compact_vocab`` is set.
+    """
+    backbone = create_backbone(cfg.backbone, cfg.pretrained, context_length=cfg.max_words, device=device)
+    if cfg.compact_vocab:
+        if vocab is None:
+            raise ValueError("model.compact_vocab is set but no vocabulary was given")
+        backbone.use_compact_vocab(vocab)
+    if cfg.freeze_backbone:
+        backbone.requires_grad_(False)
+    head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    return Retriever(backbone, head)
+
+
+def end_to_end_encoder(model: nn.Module, patch_tokens: bool = False):
+    """``encode(batch)`` for end-to-end training: (text, video), plus {'patch_tokens': B x T x P x d}
+    from the same forward pass when ``patch_tokens`` (what PEM pools)."""
+    def encode(batch):
+        text = model.encode_text(batch["ids"])
+        if not patch_tokens:
+            return text, model.encode_video(batch["pixels"], batch["frame_mask"])
+        frames, tokens = model.backbone.encode_frames(batch["pixels"], patch_tokens=True)
+        return text, model.head.encode_video(frames, batch["frame_mask"]), {"patch_tokens": tokens}
+    return encode

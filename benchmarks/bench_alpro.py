@@ -13,7 +13,7 @@ labels   the frozen prompter's pseudo-labels on random 30-50 % crops of 256 trai
          some frame (world.json knows where every object is). Decides the PEM settings used below.
 cost     milliseconds per end-to-end training step (decoded batch held in memory, so decoding is
          not counted; median of ``--steps`` after 2 warm-up steps), without and with PEM, for both
-         objectives; PEM's extra cost in ms and as a ratio; the prompter's forward pass alone.
+         heads (GLSCL, VTC); PEM's extra cost in ms and as a ratio; the prompter's forward pass alone.
 quality  end-to-end runs (decode -> backbone -> head; backbone fine-tuned at lr x 0.1) of GLSCL,
          GLSCL+PEM and VTC (``--configs`` adds VTC+PEM) for every seed, same schedule (``--epochs`` over the world's
          600 training clips, batch 64, validation at the end of each half, test on the checkpoint
@@ -55,15 +55,13 @@ def prepare(world: Path) -> Path:
 
 
 def base_config(world: Path, clip: Path, out: Path, epochs: int, batch_size: int):
-    """The embedded default (demo_config), end to end: no cache, backbone fine-tuned at lr x 0.1."""
-    from glscl.engine.demo import demo_config
-    from glscl.config import replace_sections as with_overrides
-    cfg = demo_config(str(world), str(clip), str(out), str(world / "cache"))
-    return with_overrides(cfg, data={"cache_dir": None, "num_workers": 2},
-                          model={"freeze_backbone": False},
-                          train={"epochs": epochs, "batch_size": batch_size, "backbone_lr_coef": 0.1,
-                                 "eval_every": max(1, epochs // 2)},
-                          pem={"entity_kind": "phrases", "templates": "bare"})
+    """The embedded preset, end to end: no cache, backbone fine-tuned at lr x 0.1."""
+    from glscl.config import build_config
+    return build_config("embedded", {
+        "out_dir": str(out), "data.root": str(world), "model.pretrained": str(clip),
+        "data.cache_dir": None, "data.num_workers": 2, "model.freeze_backbone": False,
+        "train.epochs": epochs, "train.batch_size": batch_size, "train.backbone_lr_coef": 0.1,
+        "train.eval_every": max(1, epochs // 2), "pem.entity_kind": "phrases", "pem.templates": "bare"})
 
 
 # -- labels -----------------------------------------------------------------------------------------
@@ -80,12 +78,12 @@ def _objects_in_box(video, box, patch: int, frames: int, kind: str) -> set[str]:
 
 
 def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
-    from glscl.pem import TEMPLATES, Prompter, crop_to_box, mine_entities, pseudo_labels, sample_boxes
-    from glscl.model.backbone import create_backbone
     from glscl.config import DataConfig
     from glscl.data import load_split
     from glscl.data.video import ClipTransform, load_clip
     from glscl.data.world import load_world
+    from glscl.model.backbone import create_backbone
+    from glscl.pem import TEMPLATES, Prompter, crop_to_box, mine_entities, pseudo_labels, sample_boxes
 
     w = load_world(world)
     split = load_split(DataConfig(dataset="world", root=str(world)), "train")
@@ -133,15 +131,14 @@ def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
 def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
     from torch.utils.data import DataLoader
 
-    from glscl.pem import build_pem
-    from glscl.model.factory import create_head, end_to_end_encoder
-    from glscl.model.backbone import create_backbone
+    from glscl.config import build_config
     from glscl.data import load_split
     from glscl.data.dataset import PairDataset
-    from glscl.model.factory import Retriever
-    from glscl.config import replace_sections as with_overrides
     from glscl.engine.run import SPLITS, _transform, _vocab
     from glscl.engine.train import Batches, Trainer
+    from glscl.model.backbone import create_backbone
+    from glscl.model.factory import Retriever, create_head, end_to_end_encoder
+    from glscl.pem import build_pem
 
     splits = {s: load_split(base.data, s) for s in SPLITS}
     vocab = _vocab(base, splits)
@@ -149,11 +146,11 @@ def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
     print(f"\nms per end-to-end training step (batch {batch_size}, {base.model.num_frames} frames of 64x64, decoded batch "
           f"in memory; the two cases alternate step by step so that load on the machine hits both alike; "
           f"median of {steps} steps each, {torch.get_num_threads()} threads)")
-    for objective in ("glscl", "vtc"):
+    for head in ("glscl", "vtc"):
         trainers, pem = {}, None
         for pem_weight in (0.0, 1.0):
-            cfg = with_overrides(base, name=f"cost-{objective}-{pem_weight}", model={"objective": objective},
-                                 loss={"pem_weight": pem_weight}, train={"batch_size": batch_size})
+            cfg = build_config(base, {"name": f"cost-{head}-{pem_weight}", "model.head": head,
+                                      "loss.pem_weight": pem_weight, "train.batch_size": batch_size})
             torch.manual_seed(0)
             backbone = create_backbone(cfg.model.backbone, cfg.model.pretrained, context_length=cfg.model.max_words)
             backbone.use_compact_vocab(vocab)
@@ -180,10 +177,10 @@ def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
             pem.targets(batch["pixels"], batch["frame_mask"], boxes)
             prompter.append(time.perf_counter() - t0)
         ms = {k: 1000 * statistics.median(v) for k, v in laps.items()}
-        row = {"objective": objective, "ms_without_pem": ms[0.0], "ms_with_pem": ms[1.0], "pem_extra_ms": ms[1.0] - ms[0.0],
+        row = {"head": head, "ms_without_pem": ms[0.0], "ms_with_pem": ms[1.0], "pem_extra_ms": ms[1.0] - ms[0.0],
                "ratio": ms[1.0] / ms[0.0], "prompter_ms": 1000 * statistics.median(prompter[2:])}
         rows.append(row)
-        print(f"  {objective:5s}  without PEM {row['ms_without_pem']:7.1f} ms   with PEM {row['ms_with_pem']:7.1f} ms   "
+        print(f"  {head:5s}  without PEM {row['ms_without_pem']:7.1f} ms   with PEM {row['ms_with_pem']:7.1f} ms   "
               f"PEM extra {row['pem_extra_ms']:+6.1f} ms (x{row['ratio']:.2f}); "
               f"of which the prompter's forward pass {row['prompter_ms']:.1f} ms")
     return rows
@@ -196,7 +193,7 @@ METRICS = ("t2v_R@1", "t2v_R@5", "v2t_R@1", "twin_accuracy")
 
 
 def quality_part(base, out: Path, seeds: list[int], labels: list[str]) -> list[dict]:
-    from glscl.config import replace_sections as with_overrides
+    from glscl.config import build_config
     from glscl.engine.run import run
     configs = [c for c in CONFIGS if c[0] in labels]
     records = []
@@ -204,10 +201,9 @@ def quality_part(base, out: Path, seeds: list[int], labels: list[str]) -> list[d
           f"backbone lr x {base.train.backbone_lr_coef}, PEM weight 1 ({base.pem.entity_kind}, {base.pem.templates} prompts); "
           f"test split, checkpoint chosen on validation")
     for seed in seeds:  # seed-major: a stopped bench still covers whole seeds
-        for label, objective, pem_weight in configs:
+        for label, head, pem_weight in configs:
             name = f"{label.replace('+', '_')}-seed{seed}"
-            cfg = with_overrides(base, name=name, model={"objective": objective}, loss={"pem_weight": pem_weight},
-                                 train={"seed": seed})
+            cfg = build_config(base, {"name": name, "model.head": head, "loss.pem_weight": pem_weight, "train.seed": seed})
             done = out / name / "metrics.json"
             t0 = time.perf_counter()
             rec = json.loads(done.read_text()) if done.is_file() else run(cfg, progress=False)

@@ -33,29 +33,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def train_figures(world: Path, out: Path, steps: int, batch: int) -> list[dict]:
     import pandas as pd
 
+    from glscl.config import build_config
     from glscl.data.world import generate_world
-    from glscl.engine.demo import demo_config, world_config
+    from glscl.engine.demo import world_config
     from glscl.engine.pretrain import PretrainConfig, pretrain_clip
-    from glscl.config import replace_sections as with_overrides
     from glscl.engine.run import run
 
     generate_world(world, world_config(False), progress=False)
     clip = pretrain_clip(world, world / "clip-tiny-pretrained.safetensors", PretrainConfig(), progress=False)
-    base = demo_config(str(world), str(clip), str(out), str(world / "cache"))
-    base = with_overrides(base, train={"epochs": 1, "max_steps": steps, "batch_size": batch, "eval_every": 1})
-    cases = [("end to end, frozen backbone, 0 workers", {"cache_dir": None, "num_workers": 0}, True),
-             ("end to end, frozen backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, True),
-             ("end to end, fine-tuned backbone, 2 workers", {"cache_dir": None, "num_workers": 2}, False),
+    base = build_config("embedded", {"out_dir": str(out), "data.root": str(world), "data.cache_dir": str(world / "cache"),
+                                     "model.pretrained": str(clip), "train.epochs": 1, "train.max_steps": steps,
+                                     "train.batch_size": batch, "train.eval_every": 1})
+    end_to_end = {"data.cache_dir": None, "data.num_workers": 2}
+    cases = [("end to end, frozen backbone, 0 workers", {**end_to_end, "data.num_workers": 0}, True),
+             ("end to end, frozen backbone, 2 workers", end_to_end, True),
+             ("end to end, fine-tuned backbone, 2 workers", end_to_end, False),
              ("head only, feature cache", {}, True)]
     rows = []
     for i, (label, data, frozen) in enumerate(cases):
-        cfg = with_overrides(base, name=f"bench{i}", data=data,
-                             model={"freeze_backbone": frozen, "interaction": "both"},
-                             train={"backbone_lr_coef": 0.0 if frozen else 0.1})
+        cfg = build_config(base, {"name": f"bench{i}", **data, "model.freeze_backbone": frozen, "model.interaction": "both",
+                                  "train.backbone_lr_coef": 0.0 if frozen else 0.1})
         run(cfg, progress=False, resume=False)
         curve = pd.read_csv(out / f"bench{i}" / "curve.csv").iloc[-1]
-        rows.append({"case": label, "clips_per_s": float(curve["clips_per_s"]), "data_wait_share": float(curve["data_wait_share"])})
-        print(f"  {label:45s} {rows[-1]['clips_per_s']:8.1f} clips/s   data wait {100 * rows[-1]['data_wait_share']:5.1f} % of step time", flush=True)
+        row = {"case": label, "clips_per_s": float(curve["clips_per_s"]), "data_wait_share": float(curve["data_wait_share"])}
+        rows.append(row)
+        print(f"  {label:45s} {row['clips_per_s']:8.1f} clips/s   data wait {100 * row['data_wait_share']:5.1f} % of step time", flush=True)
     ratio = rows[3]["clips_per_s"] / rows[1]["clips_per_s"]
     print(f"  head-only epoch from the cache is {ratio:.1f}x faster than the same epoch end to end (frozen backbone, 2 workers)")
     return rows
@@ -65,22 +67,22 @@ def real_size_figures(world: Path, out: Path) -> dict:
     """Cache vs end to end with a ViT-B/32-sized backbone (random weights, 224 px, 8 frames) on a small world."""
     import pandas as pd
 
-    from glscl.config import ModelConfig
+    from glscl.config import ModelConfig, build_config
     from glscl.data.world import WorldConfig, generate_world
-    from glscl.engine.demo import demo_config
-    from glscl.config import replace_sections as with_overrides
     from glscl.engine.run import run
 
     generate_world(world, WorldConfig(n_train=96, n_val=16, n_test=16), progress=False)
-    base = demo_config(str(world), None, str(out), str(world / "cache"))
-    base = with_overrides(base, model=ModelConfig(backbone="ViT-B-32", pretrained=None, compact_vocab=True, num_frames=8,
-                                                  freeze_backbone=True),
-                          train={"epochs": 1, "batch_size": 16, "eval_every": 1, "backbone_lr_coef": 0.0})
+    # the whole model section at the paper's defaults (ViT-B/32-sized, paper-size head), random weights
+    model = ModelConfig(backbone="ViT-B-32", pretrained=None, compact_vocab=True, num_frames=8, freeze_backbone=True)
+    base = build_config("embedded", {"out_dir": str(out), "data.root": str(world), "data.cache_dir": str(world / "cache"),
+                                     **{f"model.{k}": v for k, v in model.to_dict().items()},
+                                     "train.epochs": 1, "train.batch_size": 16, "train.eval_every": 1,
+                                     "train.backbone_lr_coef": 0.0})
     rows = {}
-    for label, data in (("end to end, frozen ViT-B/32, 2 workers", {"cache_dir": None, "num_workers": 2}),
+    for label, data in (("end to end, frozen ViT-B/32, 2 workers", {"data.cache_dir": None, "data.num_workers": 2}),
                         ("head only, feature cache", {})):
         name = "real-e2e" if data else "real-cache"
-        run(with_overrides(base, name=name, data=data), progress=False, resume=False)
+        run(build_config(base, {"name": name, **data}), progress=False, resume=False)
         curve = pd.read_csv(out / name / "curve.csv").iloc[-1]
         rows[label] = float(curve["clips_per_s"])
         print(f"  {label:45s} {rows[label]:8.2f} clips/s   data wait {100 * float(curve['data_wait_share']):5.1f} %", flush=True)
@@ -98,14 +100,14 @@ def eval_child(m: int, n: int, folder: str) -> None:
     from glscl.engine.evaluate import similarity_matrix
     from glscl.model.glscl import GLSCL
 
-    d, t, l = 512, 12, 32
+    d, t, words = 512, 12, 32
     frames = np.load(Path(folder) / "frames.npy", mmap_mode="r")[:m]
     mask = np.ones((256, t), dtype=bool)
     torch.manual_seed(0)
     head = GLSCL(ModelConfig(), d).eval()
     t0 = time.perf_counter()
     with torch.no_grad():
-        text = head.encode_text(torch.randn(n, d), torch.randn(n, l, d), torch.ones(n, l, dtype=torch.bool))
+        text = head.encode_text(torch.randn(n, d), torch.randn(n, words, d), torch.ones(n, words, dtype=torch.bool))
         blocks = ((torch.from_numpy(np.array(frames[i:i + 256], dtype=np.float32)), torch.from_numpy(mask[: min(256, m - i)]))
                   for i in range(0, m, 256))
         sim = similarity_matrix(head, text, blocks, "cpu")
@@ -127,9 +129,11 @@ def eval_figures(galleries: list[int], n: int = 1000) -> list[dict]:
         frames.flush()
         del frames
         for m in galleries:
-            r = subprocess.run([sys.executable, __file__, "--eval-child", str(m), str(n), folder], capture_output=True, text=True, check=True)
-            rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-            print(f"  {n} x {m:>7,d} gallery: {rows[-1]['seconds']:7.1f} s, peak memory {rows[-1]['peak_rss_mb'] / 1024:5.2f} GB", flush=True)
+            r = subprocess.run([sys.executable, __file__, "--eval-child", str(m), str(n), folder],
+                               capture_output=True, text=True, check=True)
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"  {n} x {m:>7,d} gallery: {row['seconds']:7.1f} s, peak memory {row['peak_rss_mb'] / 1024:5.2f} GB", flush=True)
     return rows
 
 

@@ -16,17 +16,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from glscl.config import LossConfig, ModelConfig
+from glscl.lab.bench.measure import matmul_gflops
 from glscl.losses import glscl_loss
 from glscl.model.glscl import GLSCL
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
 
 
 def main() -> None:
@@ -35,11 +27,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     torch.manual_seed(0)
-    d, t, l, b = 512, 12, 32, args.batch
+    d, t, words, b = 512, 12, 32, args.batch
     head = GLSCL(ModelConfig(), width=d)
     loss_cfg = LossConfig()
     frames, fmask = torch.randn(b, t, d), torch.ones(b, t, dtype=torch.bool)
-    tokens, tmask, sent = torch.randn(b, l, d), torch.ones(b, l, dtype=torch.bool), torch.randn(b, d)
+    tokens, tmask, sent = torch.randn(b, words, d), torch.ones(b, words, dtype=torch.bool), torch.randn(b, d)
 
     def step():
         sim, text, video = head(sent, tokens, tmask, frames, fmask)
@@ -60,7 +52,7 @@ def main() -> None:
     times.sort()
     med = times[len(times) // 2]
     achieved = flops / med / 1e9
-    print(f"GLSCL head, one training step (fwd+bwd), batch {b}, d={d}, T={t}, L={l}, K=8, threads={torch.get_num_threads()}")
+    print(f"GLSCL head, one training step (fwd+bwd), batch {b}, d={d}, T={t}, L={words}, K=8, threads={torch.get_num_threads()}")
     print(f"  step time (median of {args.repeats}): {med * 1e3:.1f} ms")
     print(f"  FLOPs per step: {flops / 1e9:.2f} GFLOP")
     print(f"  achieved: {achieved:.1f} GFLOP/s; large fp32 matmul in this run: {peak:.1f} GFLOP/s; share: {100 * achieved / peak:.1f} %")

@@ -34,8 +34,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_world(args) -> None:
-    from glscl.data.world import WorldConfig, generate_world
     import dataclasses
+
+    from glscl.data.world import WorldConfig, generate_world
     fields = {f.name: f.type for f in dataclasses.fields(WorldConfig)}
     kw = {}
     for text in args.settings:
@@ -75,38 +76,37 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     import numpy as np
     import torch
+
+    from glscl.data import load_split
     from glscl.engine.checkpoint import load_config_and_vocab
     from glscl.engine.evaluate import metric_rows
+    from glscl.engine.loading import resolve_paths, started_from
     run_dir = Path(args.run)
     sim_file = run_dir / "test_similarity.pt"
     if not sim_file.is_file():
         raise SystemExit(f"glscl eval: {sim_file} not found (train the run first)")
     cfg, _ = load_config_and_vocab(run_dir / "checkpoints" / "best")
-    from glscl.data import load_split
-    split = load_split(cfg.data, "test")
+    split = load_split(resolve_paths(cfg, started_from(run_dir, cfg)).data, "test")
     sim = torch.load(sim_file, weights_only=True)
-    bank = _qb_norm_bank(run_dir, cfg) if args.qb_norm else None
+    bank = _qb_norm_bank(run_dir) if args.qb_norm else None
     rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl, bank_sim=bank)
     for name, m in rows.items():
         print(name.ljust(24), "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
 
 
-def _qb_norm_bank(run_dir: Path, cfg):
+def _qb_norm_bank(run_dir: Path):
     """Similarities of the training captions (the query bank) to the test videos, from the feature cache."""
-    from glscl.engine.checkpoint import load_weights
     from glscl.data import load_split
-    from glscl.engine.evaluate import cached_video_blocks, encode_cached_texts, similarity_matrix
-    from glscl.model.factory import create_head
-    from glscl.engine.run import build_caches, load_backbone
-    if not cfg.data.cache_dir:
+    from glscl.engine.evaluate import cached_texts, cached_videos, encode_texts, similarity_matrix
+    from glscl.engine.loading import load_run
+    from glscl.engine.run import build_caches
+    loaded = load_run(run_dir)
+    if not loaded.cached:
         raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
-    splits = {s: load_split(cfg.data, s) for s in ("train", "val", "test")}
-    backbone, _ = load_backbone(cfg, splits)
-    caches = build_caches(cfg, backbone, {s: splits[s] for s in ("train", "test")}, progress=False)
-    head = create_head(cfg.model, backbone.width)
-    load_weights(run_dir / "checkpoints" / "best", head)
-    bank_text = encode_cached_texts(head.eval(), caches["train"], "cpu")
-    return similarity_matrix(head, bank_text, cached_video_blocks(caches["test"]), "cpu")
+    cfg = loaded.config
+    caches = build_caches(cfg, loaded.backbone, {s: load_split(cfg.data, s) for s in ("train", "test")}, progress=False)
+    bank_text = encode_texts(loaded.head, cached_texts(caches["train"]))
+    return similarity_matrix(loaded.head, bank_text, cached_videos(caches["test"]))
 
 
 def cmd_ablate(args) -> int:
@@ -115,8 +115,8 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_bench(args) -> None:
-    from glscl.lab.bench import measure as bench
-    bench.run(args)
+    from glscl.lab.bench import similarity
+    similarity.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,16 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, in parallel",
-                       formatter_class=raw, description="Expand a grid file into runs, execute notebooks/run.ipynb "
-                       "once per run with papermill (resumable, shardable) and write <out>/results.csv and figures.")
+                       formatter_class=raw, description="Expand a grid file into runs, execute the run notebook shipped with "
+                       "the package (glscl/lab/run.ipynb) once per run with papermill (resumable, shardable) and "
+                       "write <out>/results.csv and figures.")
     from glscl.lab.grids import runner as ablate
     ablate.add_arguments(p)
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("bench", help="similarity-head efficiency benchmark (FLOPs, time, memory)", formatter_class=raw)
     try:
-        from glscl.lab.bench import measure as bench
-        bench.add_arguments(p)
+        from glscl.lab.bench import similarity
+        similarity.add_arguments(p)
     except ImportError:
         pass
     p.set_defaults(func=cmd_bench)

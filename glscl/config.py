@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -127,7 +127,7 @@ class ModelConfig(_Section):
     section: typing.ClassVar[str] = "model"
 
     backbone: str = _field("ViT-B-32", "open_clip model name (any registered name, or a tiny config shipped in glscl/model/model_configs, e.g. 'glscl-tiny').")
-    pretrained: Optional[str] = _field("openai", "None (random init), an open_clip tag ('openai'), a local checkpoint file, or 'local-dir:<folder>'.")
+    pretrained: str | None = _field("openai", "None (random init), an open_clip tag ('openai'), a local checkpoint file, or 'local-dir:<folder>'.")
     compact_vocab: bool = _field(False, "Map open_clip's 49,408 BPE ids onto the small vocabulary of the dataset (order-preserving); much faster for small worlds.")
     num_frames: int = _field(12, "T: frames sampled per video (paper: 12; 64 for DiDeMo/ActivityNet).", min=1)
     max_words: int = _field(32, "L: text context length in tokens, start and end tokens included (paper: 32).", min=4)
@@ -141,10 +141,10 @@ class ModelConfig(_Section):
     shared_queries: bool = _field(True, "One set of K queries for both modalities (paper) or one per modality.")
     shared_decoder: bool = _field(True, "One decoder for both modalities (paper) or one per modality.")
     local_weight: float = _field(0.5, "lambda in S = S_g + lambda * S_l.", min=0.0)
-    interaction: str = _field("both", "Which similarity is used: 'global' (S_g), 'local' (S_l) or 'both' (S_g + lambda S_l); 'mean' = CLIP4Clip mean pooling baseline.", choices=("global", "local", "both", "mean"))
+    interaction: str = _field("both", "GLSCL head: which interaction gives S: 'global' (S_g), 'local' (S_l) or 'both' (S_g + lambda S_l).", choices=("global", "local", "both"))
     dropout: float = _field(0.1, "Dropout inside the temporal transformer and the decoder.", min=0.0, max=1.0)
     freeze_backbone: bool = _field(False, "Keep the CLIP backbone frozen (required when training from the feature cache).")
-    objective: str = _field("glscl", "Similarity and training loss: 'glscl' (S = S_g + lambda S_l; InfoNCE + ICL + IDL) or 'vtc' (ALPRO's video-text contrastive baseline: text [CLS] = end-of-text state, video [CLS] = mean of the temporal transformer's frame outputs, each projected to model.vtc_dim and L2-normalised, S = cosine, symmetric InfoNCE at a learned temperature; interaction, queries and ICL/IDL are then unused). Both train from the feature cache or end to end.", choices=("glscl", "vtc"))
+    head: str = _field("glscl", "Similarity head and its training loss: 'glscl' (S = S_g + lambda S_l, see model.interaction; InfoNCE + ICL + IDL), 'mean_pooling' (CLIP4Clip's meanP: S = cos(t, mean of the real v_f), same temporal transformer; InfoNCE) or 'vtc' (ALPRO's video-text contrastive baseline: text [CLS] = end-of-text state, video [CLS] = mean of the temporal transformer's frame outputs, each projected to model.vtc_dim and L2-normalised, S = cosine, symmetric InfoNCE at a learned temperature). Queries, interaction and ICL/IDL belong to 'glscl' only. Every head trains from the feature cache or end to end.", choices=("glscl", "mean_pooling", "vtc"))
     vtc_dim: int = _field(256, "VTC: width of the text and video projection heads (ALPRO: 256).", min=1)
     vtc_temperature: float = _field(0.07, "VTC: initial value of the learned temperature (ALPRO: 0.07); clamped to [0.001, 0.5] before every use.", min=0.001, max=0.5)
 
@@ -163,7 +163,7 @@ class LossConfig(_Section):
     released_target: float = _field(0.75, "'released' variant: target cosine of the per-query consistency term.", min=-1.0, max=1.0)
     mask_false_negatives: bool = _field(True, "Exclude in-batch pairs whose captions are identical from the negatives.")
     max_logit_scale: float = _field(100.0, "Clamp of CLIP's learned logit scale exp(s).", min=1.0)
-    pem_weight: float = _field(0.0, "Weight of ALPRO's prompt entity modeling loss, added to either objective (0 = off; ALPRO: 1). PEM needs pixels, so it trains end to end only (data.cache_dir must be unset); its settings are in the pem section.", min=0.0)
+    pem_weight: float = _field(0.0, "Weight of ALPRO's prompt entity modeling loss, added to the head's loss (0 = off; ALPRO: 1). PEM needs pixels, so it trains end to end only (data.cache_dir must be unset); its settings are in the pem section.", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -174,13 +174,13 @@ class DataConfig(_Section):
 
     dataset: str = _field("world", "Dataset adapter: world, msrvtt, msvd, didemo, lsmdc, activitynet.", choices=("world", "msrvtt", "msvd", "didemo", "lsmdc", "activitynet"))
     root: str = _field("data/world", "Folder holding the dataset's native annotation files (and videos/).")
-    video_dir: Optional[str] = _field(None, "Folder of the video files if not <root>/videos.")
+    video_dir: str | None = _field(None, "Folder of the video files if not <root>/videos.")
     sample_fps: float = _field(1.0, "Decode at this rate before picking T frames uniformly (paper: 1 fps).", min=1e-3)
     augment: bool = _field(True, "Train-time augmentation, the same draw for every frame of a clip.")
     skip_bad: bool = _field(False, "Skip (and count) bad items instead of stopping with an error.")
     val_size: int = _field(100, "Videos carved from train for validation when the dataset ships no validation split.", min=1)
     num_workers: int = _field(2, "DataLoader worker processes.", min=0)
-    cache_dir: Optional[str] = _field(None, "Feature cache folder; None trains end to end (decoding + backbone).")
+    cache_dir: str | None = _field(None, "Feature cache folder; None trains end to end (decoding + backbone).")
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,6 @@ class TrainConfig(_Section):
     amp: str = _field("auto", "Mixed precision on CUDA: 'auto' (bf16 if supported), 'bf16', 'fp16', 'off'. Always off on CPU.", choices=("auto", "bf16", "fp16", "off"))
     eval_every: int = _field(1, "Validate every N epochs; the best checkpoint is chosen on the validation split.", min=1)
     max_steps: int = _field(0, "Stop after this many steps (0 = all epochs); for smoke tests.", min=0)
-    time_budget: float = _field(0.0, "Stop training after this many seconds, schedule included (0 = no budget).", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -211,12 +210,12 @@ class PEMConfig(_Section):
 
     section: typing.ClassVar[str] = "pem"
 
-    prompter: Optional[str] = _field(None, "Checkpoint of the frozen prompter, a VTC-trained dual encoder (open_clip file or 'local-dir:<folder>'); None = model.pretrained (on the embedded world: the tiny CLIP pre-trained contrastively on frames).")
-    prompter_backbone: Optional[str] = _field(None, "open_clip model name of the prompter; None = model.backbone.")
+    prompter: str | None = _field(None, "Checkpoint of the frozen prompter, a VTC-trained dual encoder (open_clip file or 'local-dir:<folder>'); None = model.pretrained (on the embedded world: the tiny CLIP pre-trained contrastively on frames).")
+    prompter_backbone: str | None = _field(None, "open_clip model name of the prompter; None = model.backbone.")
     num_entities: int = _field(1000, "M: how many entities, the most frequent in the training captions (ALPRO: 1000); fewer when the captions hold fewer.", min=1)
     entity_kind: str = _field("nouns", "What an entity is: 'nouns' (ALPRO: head nouns, e.g. 'circle') or 'phrases' (the head noun with its adjectives, e.g. 'small red circle'; the embedded world has only 3 nouns).", choices=("nouns", "phrases"))
     templates: str = _field("video", "Prompt ensemble, averaged and re-normalised per entity: 'video' (ALPRO's 12 video templates, 'A footage of a {}.', 'A video of a {}.', ...) or 'bare' ('a {}', the style of the embedded world's frame captions).", choices=("video", "bare"))
-    temperature: Optional[float] = _field(None, "tau of the pseudo-labels q = softmax(cos(crop, prompt) / tau); None = the prompter's own learned temperature (as in ALPRO).", min=1e-4)
+    temperature: float | None = _field(None, "tau of the pseudo-labels q = softmax(cos(crop, prompt) / tau); None = the prompter's own learned temperature (as in ALPRO).", min=1e-4)
     min_confidence: float = _field(0.2, "A sample is dropped from the PEM loss when max_m q_m < this (paper: 0.2).", min=0.0, max=1.0)
     confidence_rule: str = _field("paper", "'paper': drop when max q < pem.min_confidence; 'released': the released code's test, which compares the argmax *index* with the threshold (a bug: it drops only samples whose best entity is entity 0).", choices=("paper", "released"))
     crop_min_area: float = _field(0.3, "Smallest share of the frame covered by the random crop box (ALPRO: 0.3); boxes lie on the patch grid.", min=0.0, max=1.0)
@@ -270,6 +269,8 @@ def _resolve(base: str | Path) -> Path:
         return PRESET_DIR / f"{base}.yaml"
     path = Path(base)
     if not path.is_file():
+        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            raise ConfigError(f"config file {path} does not exist")
         raise ConfigError(f"config '{base}' is neither a preset ({', '.join(presets())}) nor an existing YAML file")
     return path
 

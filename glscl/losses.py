@@ -7,13 +7,18 @@ The released code swaps the two names: what it calls "IDL" is a diversity term o
 queries and what it calls "ICL" is a consistency term. ``released_diversity`` and
 ``released_consistency`` reproduce its formulas under names that say what they do, so the
 difference between the paper's meaning and the released code can be ablated.
+
+``create_loss(cfg)`` returns the training loss of the configured head (GLSCL, mean pooling or VTC).
 """
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-from glscl.config import LossConfig
+from glscl.config import LossConfig, RunConfig
 
 
 def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor, *, max_scale: float = 100.0,
@@ -124,21 +129,44 @@ def glscl_loss(sim: torch.Tensor, logit_scale: torch.Tensor, text_queries: torch
 
 def vtc_loss(sim: torch.Tensor, temperature: torch.Tensor | float,
              same_caption: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """ALPRO's VTC loss on the (gathered) B x B cosine matrix S, row = text, column = video.
+    """ALPRO's VTC loss on the (gathered) B x B cosine matrix S, row = text, column = video:
+    ``info_nce`` at the learned temperature, logit scale log(1 / temp), unclamped.
 
-        L_t2v = -1/B sum_i log( exp(S_ii / temp) / sum_j exp(S_ij / temp) )
-        L_v2t = -1/B sum_i log( exp(S_ii / temp) / sum_j exp(S_ji / temp) )
-        L     = (L_t2v + L_v2t) / 2
+        L = 1/2 [ CE_rows(S / temp, diag) + CE_cols(S / temp, diag) ]
 
-    (= ``info_nce`` with logit scale log(1 / temp) and no clamp). ``same_caption`` (B x B bool):
-    off-diagonal pairs that are not true negatives, removed from the softmax. Returns
-    {'vtc': L, 'loss': L, 'temperature': temp} (the last for logging).
+    ``same_caption`` (B x B bool): off-diagonal pairs that are not true negatives, removed from
+    the softmax. Returns {'vtc': L, 'loss': L, 'temperature': temp} (the last for logging).
     """
     temperature = torch.as_tensor(temperature, dtype=sim.dtype, device=sim.device)
-    logits = sim / temperature
-    if same_caption is not None:
-        eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
-        logits = logits.masked_fill(same_caption & ~eye, float("-inf"))
-    target = torch.arange(sim.shape[0], device=sim.device)
-    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    loss = info_nce(sim, -temperature.log(), max_scale=math.inf, same_caption=same_caption)
     return {"vtc": loss, "loss": loss, "temperature": temperature.detach()}
+
+
+Loss = Callable[..., dict[str, torch.Tensor]]
+"""``loss(head, sim, text, video, same_caption)`` -> {'loss': what is optimised, and each part for logging}."""
+
+
+def create_loss(cfg: RunConfig) -> Loss:
+    """The training loss of ``cfg.model.head``, called as ``loss(head, S, text, video, same_caption)``:
+
+    * 'glscl': ``glscl_loss``, InfoNCE at the head's logit scale + ICL + IDL on the query outputs;
+    * 'mean_pooling': the same without queries, i.e. InfoNCE alone ('contrastive');
+    * 'vtc': ``vtc_loss``, InfoNCE at the head's learned temperature (clamped in place first, as ALPRO does).
+
+    S and the embeddings are the gathered global batch; ``same_caption`` (B x B) marks pairs that share a
+    video or a caption, removed from the negatives when ``loss.mask_false_negatives``.
+    """
+    lc = cfg.loss
+    if cfg.model.head == "vtc":
+        def vtc(head, sim, text, video, same_caption=None):
+            return vtc_loss(sim, head.clamp_temperature_(), same_caption if lc.mask_false_negatives else None)
+        return vtc
+
+    def contrastive(head, sim, text, video, same_caption=None):
+        return glscl_loss(sim, head.logit_scale, _float(text.queries), _float(video.queries), lc, same_caption)
+    return contrastive
+
+
+def _float(queries: torch.Tensor | None) -> torch.Tensor | None:
+    """Query outputs in float32 (they may be bf16 under AMP)."""
+    return None if queries is None else queries.float()

@@ -31,16 +31,14 @@ def tiny_clip(tiny_world):
 
 
 def tiny_run_config(world, clip, out_dir, cache_dir=None, **train):
-    """A run config small enough for a test (seconds on a CPU)."""
-    from glscl.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    """The embedded preset cut to a test's size (seconds on a CPU)."""
+    from glscl.config import build_config
 
-    t = dict(epochs=2, batch_size=8, lr=1e-3, backbone_lr_coef=0.1, weight_decay=0.05, warmup=0.1, seed=1)
+    t = dict(epochs=2, batch_size=8, lr=1e-3, backbone_lr_coef=0.1, weight_decay=0.05, warmup=0.1, seed=1, eval_every=1)
     t.update(train)
-    return RunConfig(
-        name="tiny", out_dir=str(out_dir), device="cpu",
-        model=ModelConfig(backbone="glscl-tiny", pretrained=str(clip), compact_vocab=True, num_frames=8, max_words=32,
-                          temporal_layers=1, temporal_heads=2, global_tau=0.1, global_normalize=True, num_queries=4,
-                          decoder_layers=1, decoder_heads=2, dropout=0.1, freeze_backbone=cache_dir is not None),
-        data=DataConfig(dataset="world", root=str(world), cache_dir=str(cache_dir) if cache_dir else None, num_workers=0,
-                        augment=True),
-        train=TrainConfig(**t))
+    return build_config("embedded", {
+        "name": "tiny", "out_dir": str(out_dir), "device": "cpu",
+        "model.pretrained": str(clip), "model.num_queries": 4, "model.decoder_layers": 1,
+        "model.freeze_backbone": cache_dir is not None,
+        "data.root": str(world), "data.cache_dir": str(cache_dir) if cache_dir else None, "data.num_workers": 0,
+        "data.augment": True, **{f"train.{k}": v for k, v in t.items()}})

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from glscl.engine import distributed as dist
 from glscl.config import ModelConfig, RunConfig, TrainConfig
-from glscl.model.glscl import GLSCL
+from glscl.engine import distributed as dist
 from glscl.engine.train import Batches, Trainer, cached_encoder
+from glscl.model.glscl import GLSCL
 
 B, T, L, D = 8, 4, 6, 16
 
@@ -34,7 +34,7 @@ def main(out: Path) -> None:
     head = GLSCL(cfg.model, D)
     n, r = dist.world_size(), dist.rank()
     local = {k: v[r * B // n:(r + 1) * B // n] for k, v in batch.items()}
-    trainer = Trainer(cfg, head, head, cached_encoder(head, "cpu"), Batches(B, lambda o, e: iter(())), out, torch.device("cpu"),
+    trainer = Trainer(cfg, head, head, cached_encoder(head), Batches(B, lambda o, e: iter(())), out, torch.device("cpu"),
                       progress=False)
     losses = trainer.train_step(local)
     if dist.is_main():

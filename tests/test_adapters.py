@@ -13,7 +13,6 @@ import pytest
 
 from glscl.data.adapters import (
     DatasetError,
-    _RestrictedUnpickler,
     load_activitynet,
     load_dataset,
     load_didemo,
@@ -22,6 +21,7 @@ from glscl.data.adapters import (
     load_msvd,
     lsmdc_movie,
 )
+from glscl.data.adapters.msvd import RestrictedUnpickler
 
 try:  # pytest's default import mode puts tests/ itself on sys.path
     import fixtures_datasets as fx
@@ -153,7 +153,7 @@ def test_restricted_unpickler_refuses_every_global(tmp_path: Path) -> None:
     for hostile in (_Hostile(f"touch {sentinel}"), {"ok": [["a"]], "set": {1, 2}, "type": list}):
         data = pickle.dumps(hostile)
         with pytest.raises(pickle.UnpicklingError, match="refused global"):
-            _RestrictedUnpickler(io.BytesIO(data)).load()
+            RestrictedUnpickler(io.BytesIO(data)).load()
     assert not sentinel.exists()
 
 
@@ -264,7 +264,8 @@ def test_load_dataset_dispatches_and_names_known_datasets(tmp_path: Path) -> Non
 # (dataset, split, kwargs, file, old bytes, new bytes, row, field, captions left with skip_bad=True)
 BAD_ITEMS = [
     ("msrvtt", "train", {"val_size": 0}, "MSRVTT_data.json", b'"a dog runs in a park"', b'"  "', "sentences[1]", "caption", 10),
-    ("msrvtt", "train", {"val_size": 0}, "MSRVTT_data.json", b'"caption": "a car drives', b'"text": "a car drives', "sentences[6]", "caption", 10),
+    ("msrvtt", "train", {"val_size": 0}, "MSRVTT_data.json", b'"caption": "a car drives', b'"text": "a car drives',
+     "sentences[6]", "caption", 10),
     ("msrvtt", "train", {"val_size": 0}, "MSRVTT_data.json", b"two kids", b"two \xff\xfekids", "sentences[7]", "caption", 10),
     ("msrvtt", "train", {"val_size": 0}, "MSRVTT_train.9k.csv", b"video3", b"video99", "line 5", "video_id", 10),
     ("msrvtt", "test", {}, "MSRVTT_JSFUSION_test.csv", b"a plane takes", b"a plane \xff takes", "line 3", "sentence", 1),
@@ -278,7 +279,8 @@ BAD_ITEMS = [
     ("lsmdc", "val", {}, "LSMDC16_annos_val.csv", b"\t00.02.00.000\t00.02.03.000\t", b"\t", "line 1", "columns", 1),
     ("activitynet", "test", {}, "val_1.json", b'" It brings it back."', b'" "', "entry 'v_uqiMw7tQ1Cc'", "sentences[1]", 2),
     ("activitynet", "test", {}, "val_1.json", b"rock wall", b"rock \xc3 wall", "entry 'v_bXdq2zI1Ms0'", "sentences[0]", 1),
-    ("activitynet", "test", {}, "val_1.json", b'"sentences": ["A man climbs', b'"sents": ["A man climbs', "entry 'v_bXdq2zI1Ms0'", "sentences", 1),
+    ("activitynet", "test", {}, "val_1.json", b'"sentences": ["A man climbs', b'"sents": ["A man climbs',
+     "entry 'v_bXdq2zI1Ms0'", "sentences", 1),
 ]
 BAD_IDS = [f"{case[0]}-{case[3]}-{case[6]}-{case[7]}" for case in BAD_ITEMS]
 

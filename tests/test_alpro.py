@@ -5,16 +5,26 @@ import math
 import pandas as pd
 import pytest
 import torch
-
 from conftest import tiny_run_config
-from glscl.pem.entities import mine_entities, noun_phrases
-from glscl.pem.modeling import (EntityHead, Prompter, PromptEntityModeling, box_patch_mask, build_pem, crop_to_box, pool_box,
-                                pseudo_labels, sample_boxes, soft_cross_entropy)
-from glscl.model.vtc import VTCHead
-from glscl.model.factory import create_head
-from glscl.losses import vtc_loss
+
 from glscl.config import ConfigError, ModelConfig, RunConfig, build_config
+from glscl.losses import vtc_loss
+from glscl.model.factory import create_head
 from glscl.model.glscl import GLSCL
+from glscl.model.vtc import VTCHead
+from glscl.pem.entities import mine_entities, noun_phrases
+from glscl.pem.modeling import (
+    EntityHead,
+    PromptEntityModeling,
+    Prompter,
+    box_patch_mask,
+    build_pem,
+    crop_to_box,
+    pool_box,
+    pseudo_labels,
+    sample_boxes,
+    soft_cross_entropy,
+)
 
 
 def _ce(row, target):
@@ -24,7 +34,7 @@ def _ce(row, target):
 # -- VTC ------------------------------------------------------------------------------------------
 
 def test_vtc_head_and_loss_on_a_hand_made_case():
-    cfg = ModelConfig(objective="vtc", vtc_dim=2, temporal_layers=0, num_frames=3)
+    cfg = ModelConfig(head="vtc", vtc_dim=2, temporal_layers=0, num_frames=3)
     head = create_head(cfg, width=2)
     assert isinstance(head, VTCHead) and isinstance(create_head(ModelConfig(), 8), GLSCL)
     with torch.no_grad():  # identity projections, so z = normalize(input)
@@ -54,7 +64,7 @@ def test_vtc_head_and_loss_on_a_hand_made_case():
 
 
 def test_vtc_temperature_starts_at_0_07_and_is_clamped_in_place():
-    head = VTCHead(ModelConfig(objective="vtc", temporal_layers=0), width=8)
+    head = VTCHead(ModelConfig(head="vtc", temporal_layers=0), width=8)
     assert head.temperature.item() == pytest.approx(0.07)
     with torch.no_grad():
         head.temperature.fill_(3.0)
@@ -173,8 +183,8 @@ def test_entity_mining_finds_the_nouns_by_hand():
 # -- PEM: gradients ---------------------------------------------------------------------------------
 
 def test_pem_gradient_reaches_the_visual_encoder_and_not_the_prompter(tiny_world, tiny_clip, tmp_path):
-    from glscl.model.factory import Retriever
     from glscl.model.backbone import create_backbone
+    from glscl.model.factory import Retriever
 
     cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path), {"loss.pem_weight": 1.0, "pem.templates": "bare"})
     backbone = create_backbone("glscl-tiny", str(tiny_clip))
@@ -213,22 +223,22 @@ def test_pem_with_the_feature_cache_is_a_one_line_config_error():
 def test_vtc_trains_from_the_feature_cache(tiny_world, tiny_clip, tmp_path):
     from glscl.engine.run import run
     cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=1),
-                          {"model.objective": "vtc", "model.vtc_dim": 32})
+                          {"model.head": "vtc", "model.vtc_dim": 32})
     record = run(cfg, progress=False)
-    assert record["objective"] == "vtc" and 0 <= record["t2v_R@1"] <= 100
+    assert record["head"] == "vtc" and 0 <= record["t2v_R@1"] <= 100
     assert "train_vtc" in pd.read_csv(tmp_path / "runs" / "tiny" / "curve.csv")
 
 
-@pytest.mark.parametrize("objective", ["vtc", "glscl"])
-def test_tiny_end_to_end_run_with_pem_writes_metrics(tiny_world, tiny_clip, tmp_path, objective):
+@pytest.mark.parametrize("head", ["vtc", "glscl"])
+def test_tiny_end_to_end_run_with_pem_writes_metrics(tiny_world, tiny_clip, tmp_path, head):
     from glscl.engine.run import run
     cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", epochs=1, batch_size=16),
-                          {"model.objective": objective, "loss.pem_weight": 1.0, "pem.templates": "bare",
+                          {"model.head": head, "loss.pem_weight": 1.0, "pem.templates": "bare",
                            "model.vtc_dim": 32})
     record = run(cfg, progress=False)
     d = tmp_path / "runs" / "tiny"
     metrics = json.loads((d / "metrics.json").read_text())
-    assert metrics["objective"] == objective and metrics["pem_weight"] == 1.0 and metrics["train_steps"] == 2
+    assert metrics["head"] == head and metrics["pem_weight"] == 1.0 and metrics["train_steps"] == 2
     assert record["t2v_R@1"] == metrics["t2v_R@1"]
     curve = pd.read_csv(d / "curve.csv")
     assert {"train_pem", "train_pem_kept", "train_loss"} <= set(curve.columns)

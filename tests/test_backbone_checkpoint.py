@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
-from glscl.engine.checkpoint import load_config_and_vocab, load_weights, save_checkpoint
 from glscl.config import ConfigError, ModelConfig, RunConfig
+from glscl.engine.checkpoint import load_config_and_vocab, load_weights, save_checkpoint
+from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
 from glscl.model.factory import create_model
 
 CAPTIONS = ["a red circle moves left", "a blue square appears", "a small green triangle moves up"]

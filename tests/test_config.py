@@ -1,8 +1,9 @@
 """Configuration validation and YAML round trip."""
+import dataclasses
+
 import pytest
 
-from glscl.config import (ConfigError, LossConfig, ModelConfig, RunConfig, build_config, describe, load_config,
-                          save_config)
+from glscl.config import ConfigError, LossConfig, ModelConfig, RunConfig, build_config, describe, load_config, save_config
 
 
 def test_paper_defaults():
@@ -53,7 +54,7 @@ def test_load_config_errors_name_the_file(tmp_path):
 
 
 def test_configs_are_frozen_and_every_field_documented():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         LossConfig().icl_weight = 3.0
     rows = describe()
     assert len(rows) > 40

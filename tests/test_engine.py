@@ -1,4 +1,5 @@
-"""Training engine: results folder, resume equivalence, non-finite guard, cache behaviour, CLI."""
+"""Training engine: results folder, resume equivalence, non-finite guard, cache behaviour, the split
+encoder, loading a run, CLI."""
 import json
 import subprocess
 import sys
@@ -7,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_run_config
 from safetensors.torch import load_file
 
-from conftest import tiny_run_config
-from glscl.engine import train as train_module
+from glscl import losses as losses_module
 from glscl.engine.run import run
 from glscl.engine.train import NonFiniteLossError, warmup_cosine
 
@@ -66,7 +67,7 @@ def test_end_to_end_resume_with_augmentation_matches(tiny_world, tiny_clip, tmp_
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tiny_clip, tmp_path, monkeypatch):
     cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=3)
-    real = train_module.glscl_loss
+    real = losses_module.glscl_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -75,7 +76,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, ti
         if calls["n"] == 6:  # second epoch (4 steps per epoch)
             out["loss"] = out["loss"] * float("nan")
         return out
-    monkeypatch.setattr(train_module, "glscl_loss", poisoned)
+    monkeypatch.setattr(losses_module, "glscl_loss", poisoned)  # what create_loss's GLSCL loss calls
     with pytest.raises(NonFiniteLossError, match="non-finite loss .* at step 5 .*checkpoints/last"):
         run(cfg, progress=False)
     state = torch.load(tmp_path / "runs" / "tiny" / "checkpoints" / "last" / "train_state.pt", weights_only=True)
@@ -85,10 +86,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, ti
 
 
 def test_cache_hit_miss_and_invalidation(tiny_world, tiny_clip, tmp_path):
-    from glscl.model.backbone import create_backbone
     from glscl.config import DataConfig
     from glscl.data import load_split
     from glscl.data.cache import build_cache
+    from glscl.model.backbone import create_backbone
 
     split = load_split(DataConfig(dataset="world", root=str(tiny_world)), "test")
     b = create_backbone("glscl-tiny", str(tiny_clip))
@@ -139,7 +140,9 @@ def test_demo_quick_prints_the_table(tmp_path):
     for label in ("GLSCL", "global only", "mean pooling", "t2v R@1", "twin acc"):
         assert label in r.stdout
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
-    assert [x["interaction"] for x in results] == ["both", "global", "mean"]
+    assert [x["label"] for x in results] == ["GLSCL", "global only", "mean pooling"]
+    assert [(x["head"], x["interaction"]) for x in results] == [("glscl", "both"), ("glscl", "global"), ("mean_pooling", "both")]
+    assert [x["name"] for x in results] == ["glscl", "global", "mean"]
 
 
 def test_corrupt_video_stops_with_one_line_error_or_is_skipped_and_counted(tiny_world, tiny_clip, tmp_path):
@@ -165,3 +168,111 @@ def test_corrupt_video_stops_with_one_line_error_or_is_skipped_and_counted(tiny_
     skipped = json.loads((tmp_path / "runs" / "tiny" / "skipped.json").read_text())
     assert len(skipped) == 1 and victim.video_id in skipped[0]["row"]
     assert json.loads((tmp_path / "runs" / "tiny" / "metrics.json").read_text())["skipped_items"] == 1
+
+
+# -- the split encoder -------------------------------------------------------------------------------
+
+def _small_model_cfg(head):
+    from glscl.config import ModelConfig
+    return ModelConfig(head=head, num_frames=6, temporal_layers=1, temporal_heads=2, num_queries=3, decoder_layers=1,
+                       decoder_heads=2, vtc_dim=4, dropout=0.1)
+
+
+@pytest.mark.parametrize("head_name", ["glscl", "mean_pooling", "vtc"])
+def test_split_encoder_gives_the_similarity_of_the_heads_forward(head_name):
+    """Blocks of texts and videos, each encoded once, scored block by block: S of one forward pass on the whole batch."""
+    from types import SimpleNamespace
+
+    from glscl.engine.evaluate import evaluate_cached
+    from glscl.model.factory import create_head
+
+    torch.manual_seed(0)
+    n, m, t, length, d = 7, 5, 6, 5, 8
+    sentence, tokens = torch.randn(n, d), torch.randn(n, length, d)
+    token_mask = torch.arange(length)[None] < torch.randint(2, length + 1, (n, 1))
+    frame_mask = torch.arange(t)[None] < torch.randint(1, t + 1, (m, 1))
+    frames = torch.randn(m, t, d) * frame_mask[..., None]
+    head = create_head(_small_model_cfg(head_name), d).train()   # the encoder must switch dropout off itself
+    cache = SimpleNamespace(sentence=sentence.numpy(), tokens=tokens.half().numpy(), token_mask=token_mask.numpy(),
+                            frames=frames.half().numpy(), frame_mask=frame_mask.numpy(),
+                            caption_video=np.arange(n) % m)
+    sim, metrics = evaluate_cached(head, cache, batch_size=2)
+    assert not head.training
+    with torch.no_grad():
+        expected, _, _ = head(sentence, tokens.half().float(), token_mask, frames.half().float(), frame_mask)
+    assert sim.shape == (n, m) and torch.allclose(sim, expected, atol=1e-5)
+    assert metrics["t2v_R@1"] == pytest.approx(100 * np.mean([(expected[i] > expected[i, i % m]).sum().item() == 0
+                                                               for i in range(n)]))
+
+
+def test_end_to_end_split_encoder_matches_the_models_forward(tiny_world, tiny_clip):
+    """evaluate_decoded (texts tokenized once, videos decoded and encoded in blocks) = Retriever.forward on the split."""
+    from glscl.config import DataConfig, build_config
+    from glscl.data import load_split
+    from glscl.data.dataset import ClipDataset
+    from glscl.data.video import ClipTransform
+    from glscl.engine.evaluate import evaluate_decoded
+    from glscl.engine.pretrain import world_vocab
+    from glscl.model.factory import create_model
+
+    split = load_split(DataConfig(dataset="world", root=str(tiny_world)), "test")
+    cfg = build_config("embedded", {"model.pretrained": str(tiny_clip), "model.num_queries": 4})
+    torch.manual_seed(0)
+    model = create_model(cfg.model, vocab=world_vocab(tiny_world, cfg.model.max_words))
+    sim, _ = evaluate_decoded(model, split, cfg.model.num_frames, batch_size=3)
+    ds = ClipDataset(split, cfg.model.num_frames, ClipTransform(model.backbone.image_size,
+                     tuple(model.backbone.preprocess_cfg["mean"]), tuple(model.backbone.preprocess_cfg["std"])))
+    items = [ds[i] for i in range(len(ds))]
+    with torch.no_grad():
+        expected, _, _ = model(model.backbone.tokenizer(list(split.captions)), torch.stack([x["pixels"] for x in items]),
+                               torch.stack([x["frame_mask"] for x in items]))
+    assert sim.shape == (split.num_captions, split.num_videos) and torch.allclose(sim, expected, atol=1e-5)
+
+
+# -- loading a run -----------------------------------------------------------------------------------
+
+def test_load_run_of_a_glscl_run_from_another_folder(tiny_world, tiny_clip, tmp_path, monkeypatch):
+    """A run started with relative paths loads from anywhere: its head, backbone and S on test are the run's."""
+    from glscl.engine.evaluate import evaluate_cached
+    from glscl.engine.loading import load_run
+    from glscl.model.glscl import GLSCL
+
+    (tmp_path / "world").symlink_to(tiny_world)
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_run_config("world", tiny_clip, "runs", cache_dir="cache", epochs=1)
+    run(cfg, progress=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    loaded = load_run(tmp_path / "runs" / "tiny")
+    assert isinstance(loaded.head, GLSCL) and loaded.cached and not loaded.head.training
+    assert loaded.config.data.root == str(tmp_path / "world") and loaded.config.data.cache_dir == str(tmp_path / "cache")
+    assert loaded.config.out_dir == "runs" and loaded.vocab is not None and loaded.backbone.tokenizer.vocab == loaded.vocab
+    saved = load_file(str(tmp_path / "runs" / "tiny" / "checkpoints" / "best" / "model.safetensors"))
+    state = loaded.head.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in saved.items())
+    from glscl.data import load_split
+    from glscl.engine.run import build_caches
+    test = build_caches(loaded.config, loaded.backbone, {"test": load_split(loaded.config.data, "test")}, progress=False)["test"]
+    sim, _ = evaluate_cached(loaded.head, test)
+    assert torch.allclose(sim, torch.load(tmp_path / "runs" / "tiny" / "test_similarity.pt", weights_only=True), atol=1e-6)
+
+
+def test_load_run_of_a_vtc_run(tiny_world, tiny_clip, tmp_path):
+    from glscl.config import build_config
+    from glscl.engine.evaluate import evaluate_cached
+    from glscl.engine.loading import load_run
+    from glscl.model.vtc import VTCHead
+
+    cfg = build_config(tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache", epochs=1),
+                       {"model.head": "vtc", "model.vtc_dim": 16})
+    run(cfg, progress=False)
+    loaded = load_run(tmp_path / "runs" / "tiny")
+    assert isinstance(loaded.head, VTCHead) and loaded.config == cfg and loaded.head.text_proj.out_features == 16
+    saved = load_file(str(tmp_path / "runs" / "tiny" / "checkpoints" / "best" / "model.safetensors"))
+    assert torch.equal(loaded.head.temperature.detach(), saved["temperature"])
+    from glscl.data.cache import FeatureCache
+    folder = next(p.parent for p in (tmp_path / "cache").glob("world-test-*/meta.json"))
+    sim, _ = evaluate_cached(loaded.head, FeatureCache.open(folder))
+    assert torch.allclose(sim, torch.load(tmp_path / "runs" / "tiny" / "test_similarity.pt", weights_only=True), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        load_run(tmp_path / "runs" / "missing")

@@ -1,14 +1,23 @@
-"""Comparison heads (glscl.lab.bench.heads) and the efficiency bench (glscl.lab.bench.measure): shapes, masking,
-hand-counted FLOPs, per-block vs encode-once evaluation, and a --quick bench run."""
+"""Comparison heads (glscl.lab.bench.heads) and the efficiency bench (glscl.lab.bench: measure, cost, report,
+similarity): shapes, masking, hand-counted FLOPs, the cost model and extrapolation, per-block vs encode-once
+evaluation, and a --quick bench run."""
 import json
 
 import pytest
 import torch
 
-from glscl.lab.bench.measure import (CostModel, PeakMemory, RandomFeatures, _per_block_flops, count_cost, count_flops_shapes_only,
-                         default_args, fit_flop_model, main)
-from glscl.lab.bench.heads import (CrossEncoderHead, alpro_pair_flops, cross_encoder_pair_flops, glscl_encode_once_similarity,
-                         glscl_per_block_similarity, make_heads)
+from glscl.lab.bench.cost import CostModel, extrapolate, fit_flop_model, per_block_flops
+from glscl.lab.bench.heads import (
+    CrossEncoderHead,
+    alpro_pair_flops,
+    cross_encoder_pair_flops,
+    glscl_encode_once_similarity,
+    glscl_per_block_similarity,
+    make_heads,
+)
+from glscl.lab.bench.measure import PeakMemory, RandomFeatures, count_cost, count_flops_shapes_only
+from glscl.lab.bench.report import plot_growth
+from glscl.lab.bench.similarity import default_args, main
 
 # tiny shapes: d, T frames, L words, K queries, one decoder and one temporal layer, 2 heads
 D, T, L, K = 16, 5, 6, 2
@@ -67,17 +76,17 @@ def test_shape_blocks_and_masking(heads, name):
 
 # hand counts: 1 multiply-add = 2 FLOPs; matrix products and attention only (FlopCounterMode's convention)
 def hand_flops(name):
-    d, t, l, k, n, m = D, T, L, K, N, M
+    d, t, words, k, n, m = D, T, L, K, N, M
     if name == "mean":                 # t . v for every pair
         return n * m * 2 * d
     if name == "xpool":                # q per text; k, v per video; per pair: logits, pooling, W_o, W_ff, cosine
         return n * 2 * d * d + m * 2 * 2 * t * d * d + n * m * (2 * t * d + 2 * t * d + 2 * d * d + 2 * d * d + 2 * d)
     if name == "xclip":                # video-sentence, video-word, frame-sentence, frame-word
-        return n * m * 2 * d * (1 + l + t + t * l)
+        return n * m * 2 * d * (1 + words + t + t * words)
     if name == "cross":                # per text/video input projections; per pair one layer on S = L + T tokens + score
-        w, f, s = CROSS_W, CROSS_F, l + t
+        w, f, s = CROSS_W, CROSS_F, words + t
         layer = 2 * s * 3 * w * w + 2 * s * w * w + 2 * 2 * s * s * w + 2 * 2 * s * w * f
-        return n * 2 * l * d * w + m * 2 * t * d * w + n * m * (layer + 2 * w)
+        return n * 2 * words * d * w + m * 2 * t * d * w + n * m * (layer + 2 * w)
     if name == "glscl":
         temporal = 2 * t * 3 * d * d + 2 * t * d * d + 2 * 2 * t * t * d + 2 * 2 * t * d * 4 * d
 
@@ -88,7 +97,7 @@ def hand_flops(name):
 
         gram = 2 * t * t * d           # per video: T x T Gram matrix of S_g
         pair = 2 * t * d + 2 * t * t + 2 * k * d    # t . v_f, w^T G w, flat(c^t) . flat(c^v)
-        return n * decoder(l) + m * (temporal + decoder(t) + gram) + n * m * pair
+        return n * decoder(words) + m * (temporal + decoder(t) + gram) + n * m * pair
     raise KeyError(name)
 
 
@@ -121,6 +130,14 @@ def test_cost_model_is_exact(heads, name):
     assert CostModel.fit([(1, 1, 6.0), (2, 1, 9.0), (1, 2, 11.0)])(3, 3) == pytest.approx(1 * 3 + 3 * 3 + 2 * 9)
 
 
+def test_extrapolated_cell_by_hand():
+    ref = {"flops": 100.0, "time": 2.0, "peak_bytes": 1000, "output_bytes_per_pair": 4, "text_state_bytes": 10,
+           "video_state_bytes": 20}
+    cell = extrapolate(ref, (2, 3), (4, 5), 300.0)
+    # time at the measured run's FLOP rate (2 s x 300 / 100); memory + 4 B x (20 - 6) pairs + 10 B x 2 texts + 20 B x 2 videos
+    assert cell == {"flops": 300.0, "time": 6.0, "peak_bytes": 1000 + 56 + 20 + 40, "measured": False}
+
+
 def test_per_block_and_encode_once_give_the_same_matrix(heads):
     glscl = heads["glscl"].model
     s, w, wm, f, fm = inputs(n=20, m=37)   # not multiples of 16: remainder blocks on both sides
@@ -137,7 +154,7 @@ def test_per_block_flops_sum_of_tiles_and_cost_ratio(heads):
     feats = RandomFeatures(D, T, L)
     n, m = 20, 37
     _, direct = count_cost(glscl_per_block_similarity, head.model, feats.texts(n), feats.videos(m), 16)
-    assert _per_block_flops(head, feats, n, m, 16, {}) == direct.flops
+    assert per_block_flops(head, feats, n, m, 16, {}) == direct.flops
     _, once = count_cost(head, *feats.texts(n), *feats.videos(m))
     assert direct.flops > 2 * once.flops   # each video re-encoded twice, each text three times
 
@@ -180,6 +197,17 @@ def test_bench_quick_writes_json_and_figure(tmp_path, capsys):
     # the larger gallery is extrapolated (quick: cell limit 0): FLOPs exact, time in proportion to FLOPs
     big = data["heads"]["xclip"]["cells"]["32"]
     assert not big["measured"] and big["flops"] == 2 * data["heads"]["xclip"]["cells"]["16"]["flops"]
+    # the growth figure from bench.json as loaded (string cell keys): measured points filled, extrapolated hollow and dashed
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    axes = plot_growth(data, keys=("flops", "time", "peak_bytes"))
+    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == [h["title"] for h in data["heads"].values()]
+    at_32 = {round(float(ln.get_ydata()[0]), 12): ln.get_markerfacecolor() for ln in axes[0].get_lines()
+             if list(ln.get_xdata()) == [32.0] and ln.get_marker() == "o"}
+    assert at_32[round(2 * data["heads"]["xclip"]["cells"]["16"]["flops"] / 1e9, 12)] == "white"  # GFLOP, extrapolated
+    assert any(ln.get_linestyle() == "--" and list(ln.get_xdata()) == [16.0, 32.0] for ln in axes[0].get_lines())
+    plt.close("all")
     goals = record["summary"]["goals"]
     assert goals["per_block_flops_ratio"] > 1 and goals["flops_vs_xclip_pairwise_only"] > 1
     assert default_args(quick=True).quick is True

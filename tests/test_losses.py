@@ -1,16 +1,28 @@
 """Losses against values computed by hand in the test."""
 import math
+from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from glscl.config import LossConfig
-from glscl.losses import (glscl_loss, info_nce, inter_consistency, intra_diversity, released_consistency,
-                          released_diversity)
+from glscl.config import LossConfig, build_config
+from glscl.losses import (
+    create_loss,
+    glscl_loss,
+    info_nce,
+    inter_consistency,
+    intra_diversity,
+    released_consistency,
+    released_diversity,
+    vtc_loss,
+)
+from glscl.model.embedding import TextEmbedding, VideoEmbedding
 
 
 def _ce(row, target):
-    return -row[target] + math.log(sum(math.exp(x) for x in row))
+    m = max(row)  # log-sum-exp, shifted so that large logits do not overflow
+    return -row[target] + m + math.log(sum(math.exp(x - m) for x in row))
 
 
 def test_info_nce_on_a_3x3_matrix():
@@ -48,7 +60,8 @@ def test_icl_is_zero_when_matched_queries_coincide_and_grows_with_divergence():
     assert inter_consistency(c, c).item() < 1e-6
     values = []
     for angle in (0.1, 0.5, 1.0, 2.0, math.pi):
-        a = torch.zeros(1, 1, 2); a[..., 0] = 1
+        a = torch.zeros(1, 1, 2)
+        a[..., 0] = 1
         b = torch.tensor([[[math.cos(angle), math.sin(angle)]]])
         values.append(inter_consistency(a, b).item())
         assert abs(values[-1] - (1 - math.cos(angle))) < 1e-6
@@ -100,3 +113,67 @@ def test_glscl_loss_weights_and_variants():
     assert torch.allclose(rel["loss"], expected)
     only = glscl_loss(s, scale, None, None, LossConfig())
     assert set(only) == {"contrastive", "loss"}
+
+
+def _vtc_by_hand(s, temp, same=None):
+    """ALPRO's VTC loss written out with plain Python: softmax rows and columns of S / temp, masked pairs left out."""
+    n = len(s)
+    keep = lambda i, j: i == j or same is None or not same[i][j]  # noqa: E731
+    rows = sum(_ce([s[i][j] / temp for j in range(n) if keep(i, j)], [j for j in range(n) if keep(i, j)].index(i))
+               for i in range(n)) / n
+    cols = sum(_ce([s[j][i] / temp for j in range(n) if keep(j, i)], [j for j in range(n) if keep(j, i)].index(i))
+               for i in range(n)) / n
+    return 0.5 * (rows + cols)
+
+
+def test_vtc_loss_is_info_nce_at_the_learned_temperature_without_clamp():
+    s = [[0.9, 0.1, 0.2], [0.3, 0.8, 0.0], [0.5, 0.4, 0.7]]
+    same = [[True, True, False], [True, True, False], [False, False, True]]
+    for temp in (0.07, 0.001, 0.5):  # 1 / 0.001 = 1000: far above info_nce's default clamp of 100, not clamped here
+        out = vtc_loss(torch.tensor(s), torch.tensor(temp))
+        assert out["loss"].item() == pytest.approx(_vtc_by_hand(s, temp), rel=1e-5)
+        assert out["vtc"] is out["loss"] and out["temperature"].item() == pytest.approx(temp)
+        masked = vtc_loss(torch.tensor(s), temp, same_caption=torch.tensor(same))
+        assert masked["loss"].item() == pytest.approx(_vtc_by_hand(s, temp, same), rel=1e-5)
+    # the same value as info_nce with logit scale log(1 / temp) and no clamp
+    assert torch.allclose(vtc_loss(torch.tensor(s), 0.001)["loss"],
+                          info_nce(torch.tensor(s), torch.tensor(math.log(1000.0)), max_scale=math.inf))
+    # the temperature learns: d L / d temp = -(1 / temp^2) d L / d scale, checked by finite differences
+    t = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
+    sim = torch.tensor(s, dtype=torch.float64)
+    vtc_loss(sim, t)["loss"].backward()
+    eps = 1e-6
+    numeric = (vtc_loss(sim, 0.07 + eps)["loss"] - vtc_loss(sim, 0.07 - eps)["loss"]).item() / (2 * eps)
+    assert t.grad.item() == pytest.approx(numeric, rel=1e-5)
+
+
+def _batch(b=3, k=2, d=4):
+    torch.manual_seed(0)
+    ct, cv = F.normalize(torch.randn(b, k, d), dim=-1), F.normalize(torch.randn(b, k, d), dim=-1)
+    return torch.randn(b, b).clamp(-1, 1), TextEmbedding(torch.randn(b, d), queries=ct), VideoEmbedding(
+        torch.randn(b, 5, d), torch.ones(b, 5, dtype=torch.bool), queries=cv)
+
+
+def test_create_loss_gives_each_head_its_loss():
+    sim, text, video = _batch()
+    same = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=torch.bool)
+    scale = torch.tensor(2.0)
+    glscl = create_loss(build_config(None, {"loss.icl_weight": 0.3, "loss.idl_weight": 0.7}))
+    head = SimpleNamespace(logit_scale=scale)
+    got = glscl(head, sim, text, video, same)
+    expected = (info_nce(sim, scale, same_caption=same) + 0.3 * inter_consistency(text.queries, video.queries)
+                + 0.7 * intra_diversity(text.queries, video.queries))
+    assert torch.allclose(got["loss"], expected) and set(got) == {"contrastive", "icl", "idl", "loss"}
+    # mean pooling: no queries, InfoNCE alone
+    mean = create_loss(build_config(None, {"model.head": "mean_pooling"}))
+    got = mean(head, sim, TextEmbedding(text.sentence), VideoEmbedding(video.frames, video.mask), same)
+    assert set(got) == {"contrastive", "loss"} and torch.allclose(got["loss"], info_nce(sim, scale, same_caption=same))
+    # VTC: the head's temperature, clamped in place first; the mask follows loss.mask_false_negatives
+    vtc_head = SimpleNamespace(temperature=torch.tensor(0.9))
+    vtc_head.clamp_temperature_ = lambda: vtc_head.temperature.clamp_(0.001, 0.5)
+    for mask in (True, False):
+        vtc = create_loss(build_config(None, {"model.head": "vtc", "loss.mask_false_negatives": mask}))
+        got = vtc(vtc_head, sim, text, video, same)
+        assert vtc_head.temperature.item() == 0.5
+        assert torch.allclose(got["loss"], torch.tensor(_vtc_by_hand(sim.tolist(), 0.5, same.tolist() if mask else None)),
+                              rtol=1e-5)

@@ -62,8 +62,10 @@ def test_multi_caption_v2t_uses_the_best_caption():
 def test_dual_softmax_formula():
     s = torch.tensor([[0.5, 0.1], [0.2, 0.4]])
     t = 10.0
-    col0 = torch.exp(t * torch.tensor([0.5, 0.2])); col0 = col0 / col0.sum()
-    col1 = torch.exp(t * torch.tensor([0.1, 0.4])); col1 = col1 / col1.sum()
+    col0 = torch.exp(t * torch.tensor([0.5, 0.2]))
+    col0 = col0 / col0.sum()
+    col1 = torch.exp(t * torch.tensor([0.1, 0.4]))
+    col1 = col1 / col1.sum()
     expected = torch.stack([s[:, 0] * col0, s[:, 1] * col1], 1)
     assert torch.allclose(dual_softmax(s, t), expected)
 

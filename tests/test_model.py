@@ -1,12 +1,17 @@
-"""The GLSCL head: global and local interaction, masking, independence of the two encoders."""
+"""The heads: GLSCL's global and local interaction, mean pooling, VTC; masking, independence of the two encoders."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from glscl.config import ModelConfig
+from glscl.config import ConfigError, ModelConfig
+from glscl.model.embedding import TextEmbedding, VideoEmbedding, weighted_sum
+from glscl.model.factory import create_head
 from glscl.model.glscl import GLSCL
 from glscl.model.interaction import global_interaction_weights, global_similarity, local_similarity
+from glscl.model.mean_pooling import MeanPooling
+from glscl.model.vtc import VTCHead
 
 
 def small_cfg(**kw):
@@ -80,10 +85,13 @@ def test_query_outputs_are_unit_norm():
     assert torch.allclose(v.queries.norm(dim=-1), torch.ones(3, 3), atol=1e-5)
 
 
+HEADS = [("glscl", "global"), ("glscl", "local"), ("glscl", "both"), ("mean_pooling", "both"), ("vtc", "both")]
+
+
 def test_appending_padded_frames_or_tokens_leaves_similarity_unchanged():
-    for mode in ("global", "local", "both", "mean"):
+    for name, mode in HEADS:
         torch.manual_seed(1)
-        head = GLSCL(small_cfg(num_frames=8, interaction=mode), width=8).eval()
+        head = create_head(small_cfg(num_frames=8, head=name, interaction=mode, vtc_dim=4), width=8).eval()
         sent, tok = torch.randn(2, 8), torch.randn(2, 5, 8)
         tmask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
         frames = torch.randn(3, 4, 8)
@@ -95,12 +103,12 @@ def test_appending_padded_frames_or_tokens_leaves_similarity_unchanged():
         tok2 = torch.cat([tok, 100 * torch.randn(2, 4, 8)], 1)
         tmask2 = torch.cat([tmask, torch.zeros(2, 4, dtype=torch.bool)], 1)
         s2, _, _ = head(sent, tok2, tmask2, frames2, fmask2)
-        assert torch.allclose(s1, s2, atol=1e-5), mode
+        assert torch.allclose(s1, s2, atol=1e-5), (name, mode)
         # and garbage in already-padded positions changes nothing either
         frames3 = frames.clone()
         frames3[1, 2:] = 50.0
         s3, _, _ = head(sent, tok, tmask, frames3, fmask)
-        assert torch.allclose(s1, s3, atol=1e-5), mode
+        assert torch.allclose(s1, s3, atol=1e-5), (name, mode)
 
 
 def test_similarity_modes_combine_as_documented():
@@ -133,3 +141,74 @@ def test_attention_maps_replay_the_decoder_and_respect_masks():
     assert maps.shape == (2, 2, 3, 6)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 2, 3), atol=1e-5)
     assert torch.all(maps[:, 1, :, 3:] == 0)
+
+
+def test_create_head_builds_the_configured_head():
+    assert type(create_head(small_cfg(), 8)) is GLSCL
+    assert type(create_head(small_cfg(head="mean_pooling"), 8)) is MeanPooling
+    assert type(create_head(small_cfg(head="vtc"), 8)) is VTCHead
+    with pytest.raises(ConfigError, match="model.head = 'meanP' is not one of"):
+        small_cfg(head="meanP")
+    with pytest.raises(ConfigError, match="model.interaction = 'mean' is not one of"):
+        small_cfg(interaction="mean")
+
+
+def test_mean_pooling_is_the_cosine_with_the_mean_of_real_frames():
+    head = MeanPooling(small_cfg(temporal_layers=0), width=3).eval()
+    sentence = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    frames = torch.tensor([[[1.0, 1.0, 0.0], [1.0, -1.0, 0.0], [0.0, 0.0, 9.0]]])   # third frame is padding
+    mask = torch.tensor([[True, True, False]])
+    s, text, video = head(sentence, None, None, frames, mask)
+    # by hand: mean of the real frames = (1, 0, 0): cos with t0 = 1, with t1 = 0
+    assert torch.allclose(s, torch.tensor([[1.0], [0.0]]), atol=1e-6)
+    assert text.queries is None and video.queries is None and text.projected is None
+    assert head.part_weights == {"mean": 1.0} and set(head.similarity_parts(text, video)) == {"mean"}
+
+
+def test_mean_pooling_starts_from_the_same_weights_as_glscl_without_queries():
+    """Same parameters, created in the same order: the same seed gives the same temporal transformer."""
+    torch.manual_seed(5)
+    mean = MeanPooling(small_cfg(), width=8)
+    torch.manual_seed(5)
+    glscl = GLSCL(small_cfg(interaction="global"), width=8)
+    a, b = mean.state_dict(), glscl.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name, mode", HEADS)
+def test_similarity_is_the_weighted_sum_of_its_parts(name, mode):
+    torch.manual_seed(3)
+    head = create_head(small_cfg(head=name, interaction=mode, local_weight=0.3, vtc_dim=4), width=8).eval()
+    args = (torch.randn(2, 8), torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool),
+            torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool))
+    s, text, video = head(*args)
+    parts = head.similarity_parts(text, video)
+    assert set(parts) == set(head.part_weights)
+    assert torch.allclose(s, sum(head.part_weights[k] * v for k, v in parts.items()), atol=1e-6)
+
+
+def test_embeddings_carry_only_what_the_head_makes():
+    args = (torch.randn(2, 8), torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.bool),
+            torch.randn(3, 6, 8), torch.ones(3, 6, dtype=torch.bool))
+    _, text, video = create_head(small_cfg(), 8).eval()(*args)
+    assert text.queries.shape == (2, 3, 8) and video.queries.shape == (3, 3, 8)
+    assert text.projected is None and video.projected is None
+    _, text, video = create_head(small_cfg(head="vtc", vtc_dim=4), 8).eval()(*args)
+    assert text.projected.shape == (2, 4) and video.projected.shape == (3, 4)
+    assert text.queries is None and video.queries is None
+
+
+def test_embedding_cat_index_and_map_work_field_by_field():
+    a = TextEmbedding(torch.arange(4.0).view(2, 2), projected=torch.ones(2, 3))
+    b = TextEmbedding(torch.arange(4.0, 6.0).view(1, 2), projected=torch.zeros(1, 3))
+    both = TextEmbedding.cat([a, b])
+    assert both.sentence.tolist() == [[0, 1], [2, 3], [4, 5]] and both.queries is None
+    assert both.projected.sum(1).tolist() == [3, 3, 0]
+    assert both[1:].sentence.tolist() == [[2, 3], [4, 5]] and both[[2, 0]].projected.sum(1).tolist() == [0, 3]
+    doubled = both.map(lambda t: 2 * t)
+    assert doubled.sentence[2].tolist() == [8, 10] and doubled.queries is None
+    v = VideoEmbedding(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
+    assert VideoEmbedding.cat([v, v[:1]]).mask.shape == (3, 3)
+    with pytest.raises(ValueError, match="no blocks"):
+        VideoEmbedding.cat([])
+    assert torch.equal(weighted_sum({"g": torch.ones(2), "l": torch.ones(2)}, {"g": 1.0, "l": 0.5}), torch.full((2,), 1.5))

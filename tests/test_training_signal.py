@@ -1,9 +1,9 @@
 """Gradients reach every trainable parameter, and a few steps on a fixed batch lower the loss."""
 import torch
 
-from glscl.model.backbone import Tokenizer
 from glscl.config import LossConfig, ModelConfig
 from glscl.losses import glscl_loss
+from glscl.model.backbone import Tokenizer
 from glscl.model.factory import create_model
 
 CAPTIONS = ["a red circle moves left", "a blue square appears", "a small green triangle moves up",
@@ -43,6 +43,8 @@ def test_a_few_steps_on_a_fixed_batch_lower_the_loss():
     for _ in range(15):
         sim, text, video = model(ids, pixels, mask)
         loss = glscl_loss(sim, model.head.logit_scale, text.queries, video.queries, LossConfig())["loss"]
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]

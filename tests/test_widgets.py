@@ -1,4 +1,5 @@
 """Widgets and plotting helpers, headless: callbacks are plain methods whose widgets can be read back."""
+import dataclasses
 import re
 
 import numpy as np
@@ -8,16 +9,18 @@ import torch
 pytest.importorskip("ipywidgets")
 
 from conftest import tiny_run_config  # noqa: E402
-from glscl.lab.ui import viz  # noqa: E402
-from glscl.engine.checkpoint import load_weights  # noqa: E402
-from glscl.config import ModelConfig  # noqa: E402
+
+from glscl.config import ModelConfig, build_config  # noqa: E402
 from glscl.data import load_split  # noqa: E402
 from glscl.data.cache import FeatureCache  # noqa: E402
 from glscl.data.video import sample_frame_indices  # noqa: E402
+from glscl.engine.checkpoint import load_weights  # noqa: E402
 from glscl.engine.metrics import t2v_ranks  # noqa: E402
-from glscl.model.glscl import GLSCL  # noqa: E402
 from glscl.engine.run import run  # noqa: E402
-from glscl.lab.ui.widgets import QueryAttentionViewer, RetrievalExplorer, SplitFeatures  # noqa: E402
+from glscl.lab.ui import viz  # noqa: E402
+from glscl.lab.ui.explorer import RetrievalExplorer, SplitFeatures  # noqa: E402
+from glscl.lab.ui.query_viewer import QueryAttentionViewer  # noqa: E402
+from glscl.model.glscl import GLSCL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +71,27 @@ def test_scores_split_into_global_and_local_contributions(explorer):
     with torch.no_grad():
         parts = explorer.head.similarity_parts(explorer._text_for(caption), explorer.gallery)
     for r in rows:
-        assert r["global"] + r["local"] == pytest.approx(r["score"], abs=1e-5)
-        assert r["global"] == pytest.approx(float(parts["global"][0, r["index"]]), abs=1e-6)
-        assert r["local"] == pytest.approx(lam * float(parts["local"][0, r["index"]]), abs=1e-6)
-    assert "global S_g" in explorer.results.value and "S_l" in explorer.results.value
+        assert set(r["parts"]) == {"global", "local"}
+        assert r["parts"]["global"] + r["parts"]["local"] == pytest.approx(r["score"], abs=1e-5)
+        assert r["parts"]["global"] == pytest.approx(float(parts["global"][0, r["index"]]), abs=1e-6)
+        assert r["parts"]["local"] == pytest.approx(lam * float(parts["local"][0, r["index"]]), abs=1e-6)
+    assert "global S_g" in explorer.results.value and f"local {lam:g}·S_l" in explorer.results.value
+
+
+def test_figure_draws_one_bar_per_part(explorer):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    caption = explorer.features.captions[0]
+    fig = explorer.figure(caption, k=3)
+    bars = fig.axes[-1]
+    legend = [t.get_text() for t in bars.get_legend().get_texts()]
+    assert sorted(legend) == sorted(["global S_g", f"local {explorer.head.cfg.local_weight:g}·S_l", "S"])
+    rows = explorer.search(caption, 3)
+    totals = bars.collections[0].get_offsets()[:, 0]          # the dots mark S, one per row
+    np.testing.assert_allclose(totals, [r["score"] for r in rows], atol=1e-5)
+    plt.close(fig)
 
 
 def test_top_k_slider_and_new_captions(explorer):
@@ -115,16 +135,24 @@ def test_explorer_from_an_end_to_end_run(tiny_world, tiny_clip, tmp_path):
     assert len(_ids_in_html(ex.results.value)) == 3
 
 
-def test_single_branch_head_has_one_contribution(explorer):
+@pytest.mark.parametrize("overrides, part, label", [({"model.interaction": "global"}, "global", "global S_g"),
+                                                     ({"model.head": "mean_pooling"}, "mean", "mean pooling"),
+                                                     ({"model.head": "vtc", "model.vtc_dim": 16}, "vtc", "VTC")])
+def test_single_part_heads_have_one_contribution(explorer, overrides, part, label):
+    from glscl.model.factory import create_head
+
     f = explorer.features
-    cfg = ModelConfig(backbone="glscl-tiny", pretrained=None, num_frames=8, temporal_layers=0, interaction="global",
-                      global_tau=0.1, global_normalize=True)
+    cfg = build_config("embedded", {"model.pretrained": None, "model.temporal_layers": 0, **overrides})
     features = SplitFeatures(f.frames, f.frame_mask, f.sentence, f.tokens, f.token_mask, f.captions, f.caption_video,
                              f.video_ids)   # no video files: no strips
-    ex = RetrievalExplorer(GLSCL(cfg, 64), features)
+    ex = RetrievalExplorer(create_head(cfg.model, 64), features)
     rows = ex.show(f.captions[0])
-    assert rows and all(r["local"] is None and r["global"] == pytest.approx(r["score"]) for r in rows)
-    assert "S_l" not in ex.results.value and "<img" not in ex.results.value
+    sim = ex.similarity()[0]
+    assert rows and all(list(r["parts"]) == [part] and r["parts"][part] == pytest.approx(r["score"]) for r in rows)
+    assert [r["score"] for r in rows] == pytest.approx(torch.sort(sim, descending=True).values[:len(rows)].tolist(), abs=1e-6)
+    assert label in ex.results.value and "S_l" not in ex.results.value and "<img" not in ex.results.value
+    with pytest.raises(ValueError, match="no local interaction"):
+        ex.attention_viewer([0])
 
 
 def test_query_attention_viewer_follows_its_sliders(explorer):
@@ -164,7 +192,7 @@ def test_viewer_gives_padding_no_attention_and_needs_a_local_branch():
     viewer.item_slider.value = 0
     assert len(viewer.current["word_attention"]) == 5      # padding tokens are not shown
     with pytest.raises(ValueError, match="no local interaction"):
-        QueryAttentionViewer(GLSCL(cfg.replace(interaction="global"), 16), torch.randn(2, 6, 16), frame_mask,
+        QueryAttentionViewer(GLSCL(dataclasses.replace(cfg, interaction="global"), 16), torch.randn(2, 6, 16), frame_mask,
                              torch.randn(2, 8, 16), token_mask)
 
 

@@ -98,14 +98,16 @@ def test_refuses_to_write_into_a_folder_that_is_not_a_world(tmp_path):
 
 
 def test_msrvtt_layout(world):
-    by_split = {split: [v for v in world.videos if v.split == split] for split in ("train", "validate", "test")}
+    by_split = {split: [v for v in world.videos if v.split == split] for split in ("train", "val", "test")}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [TINY.n_train, TINY.n_val, TINY.n_test]
     data = json.loads((world.root / "MSRVTT_data.json").read_text())
-    assert {v["video_id"]: v["split"] for v in data["videos"]} == {v.video_id: v.split for v in world.videos}
+    on_disk = {"train": "train", "val": "validate", "test": "test"}  # MSR-VTT's own split names
+    assert {v["video_id"]: v["split"] for v in data["videos"]} == {v.video_id: on_disk[v.split] for v in world.videos}
     assert [(s["video_id"], s["caption"]) for s in data["sentences"]] == [(v.video_id, v.caption) for v in world.videos]
     with open(world.root / "MSRVTT_train.9k.csv") as f:
         assert [row["video_id"] for row in csv.DictReader(f)] == [v.video_id for v in by_split["train"]]
     with open(world.root / "MSRVTT_val.csv") as f:
-        assert [row["video_id"] for row in csv.DictReader(f)] == [v.video_id for v in by_split["validate"]]
+        assert [row["video_id"] for row in csv.DictReader(f)] == [v.video_id for v in by_split["val"]]
     with open(world.root / "MSRVTT_JSFUSION_test.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["key", "vid_key", "video_id", "sentence"]
@@ -169,7 +171,7 @@ def test_twins_are_the_same_frames_reversed_with_opposite_captions(world):
 
 def test_evaluation_captions_are_unique_with_twins_and_one_detail_variants():
     videos = sample_world(WorldConfig())
-    for split in ("validate", "test"):
+    for split in ("val", "test"):
         captions = [v.caption for v in videos if v.split == split]
         assert len(set(captions)) == len(captions)
     test = {v.video_id: v for v in videos if v.split == "test"}
@@ -187,7 +189,21 @@ def test_frame_caption_samples(world):
     assert len(samples) == len(train) * TINY.frames
     video_id, t, caption = samples[TINY.frames + 2]
     assert (video_id, t) == (train[1].video_id, 2) and caption == train[1].clip.frame_caption(2)
-    assert len(frame_caption_samples(world.root, splits=("train", "validate", "test"))) == 12 * TINY.frames
+    assert len(frame_caption_samples(world.root, splits=("train", "val", "test"))) == 12 * TINY.frames
+    assert len(frame_caption_samples(world.root, splits=("val",))) == TINY.n_val * TINY.frames
+    for bad in (("train", "validate"), "train"):
+        with pytest.raises(ValueError, match="frame_caption_samples: splits must be"):
+            frame_caption_samples(world.root, splits=bad)
+
+
+def test_world_json_names_the_validation_split_as_msrvtt_does(world, tmp_path):
+    stored = json.loads((world.root / "world.json").read_text())
+    assert sorted({v["split"] for v in stored["videos"]}) == ["test", "train", "validate"]
+    assert {v.split for v in world.videos} == {"train", "val", "test"}
+    stored["videos"][0]["split"] = "dev"
+    (tmp_path / "world.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"world\.json: video video0: split 'dev'"):
+        load_world(tmp_path)
 
 
 def test_twin_accuracy_by_hand():

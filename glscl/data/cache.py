@@ -15,7 +15,8 @@ The folder name is a hash of everything that changes the features: the backbone'
 its preprocessing (image size, mean, std), the frame sampling (T, fps), the text length and
 vocabulary, and the split's videos and captions. Change any of them and the cache misses;
 ``meta.json`` is written last, so an interrupted build never looks complete.
-Train-time augmentation is not applied to cached features.
+Train-time augmentation is not applied to cached features. The features are computed by the
+package's one split encoder (``glscl.engine.evaluate.backbone_videos`` / ``backbone_texts``).
 """
 from __future__ import annotations
 
@@ -28,12 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from glscl.data.dataset import ClipDataset
 from glscl.data.splits import RetrievalSplit
-from glscl.data.video import ClipTransform
+from glscl.engine.evaluate import backbone_texts, backbone_videos
 
 ARRAYS = ("frames", "frame_mask", "sentence", "tokens", "token_mask", "caption_video")
 
@@ -84,7 +82,7 @@ class FeatureCache:
         return self.meta["video_ids"]
 
     @classmethod
-    def open(cls, folder: str | Path) -> "FeatureCache":
+    def open(cls, folder: str | Path) -> FeatureCache:
         folder = Path(folder)
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
@@ -92,15 +90,6 @@ class FeatureCache:
         meta = json.loads(meta_path.read_text())
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
         return cls(folder, meta, **arrays)
-
-
-def _encode_texts(backbone, captions, device, batch_size):
-    sent, toks, masks = [], [], []
-    for i in range(0, len(captions), batch_size):
-        ids = backbone.tokenizer(list(captions[i:i + batch_size])).to(device)
-        f = backbone.encode_text(ids)
-        sent.append(f.sentence.float().cpu()); toks.append(f.tokens.half().cpu()); masks.append(f.mask.cpu())
-    return torch.cat(sent).numpy(), torch.cat(toks).numpy(), torch.cat(masks).numpy()
 
 
 @torch.no_grad()
@@ -116,23 +105,26 @@ def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_
     tmp.mkdir(parents=True)
     was_training = backbone.training
     backbone.eval()
-    transform = ClipTransform(backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
-    loader = DataLoader(ClipDataset(split, num_frames, transform, sample_fps), batch_size=batch_size,
-                        num_workers=num_workers, persistent_workers=False)
     m, d = split.num_videos, backbone.width
     frames = np.lib.format.open_memmap(tmp / "frames.npy", mode="w+", dtype=np.float16, shape=(m, num_frames, d))
     frame_mask = np.zeros((m, num_frames), dtype=bool)
-    for batch in tqdm(loader, desc=f"cache {split.dataset}/{split.name} videos", disable=not progress, unit="batch"):
-        emb = backbone.encode_frames(batch["pixels"].to(device)) * batch["frame_mask"].to(device)[..., None]
-        frames[batch["video"].numpy()] = emb.half().cpu().numpy()
-        frame_mask[batch["video"].numpy()] = batch["frame_mask"].numpy()
+    i = 0
+    for emb, mask in backbone_videos(backbone, split, num_frames, sample_fps, device, batch_size, num_workers,
+                                     progress=f"cache {split.dataset}/{split.name} videos" if progress else None):
+        frames[i:i + len(emb)] = emb.half().cpu().numpy()
+        frame_mask[i:i + len(emb)] = mask.cpu().numpy()
+        i += len(emb)
     frames.flush()
     del frames
-    sentence, tokens, token_mask = _encode_texts(backbone, split.captions, device, 256)
+    sentence, tokens, token_mask = [], [], []
+    for f in backbone_texts(backbone, split.captions, device, 256):
+        sentence.append(f.sentence.float().cpu())
+        tokens.append(f.tokens.half().cpu())
+        token_mask.append(f.mask.cpu())
     np.save(tmp / "frame_mask.npy", frame_mask)
-    np.save(tmp / "sentence.npy", sentence)
-    np.save(tmp / "tokens.npy", tokens)
-    np.save(tmp / "token_mask.npy", token_mask)
+    np.save(tmp / "sentence.npy", torch.cat(sentence).numpy())
+    np.save(tmp / "tokens.npy", torch.cat(tokens).numpy())
+    np.save(tmp / "token_mask.npy", torch.cat(token_mask).numpy())
     np.save(tmp / "caption_video.npy", np.asarray(split.caption_video, dtype=np.int64))
     meta = {"dataset": split.dataset, "split": split.name, "num_frames": num_frames, "sample_fps": sample_fps,
             "backbone": backbone.name, "width": d, "video_ids": list(split.video_ids), "captions": list(split.captions)}

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from glscl.data.splits import RetrievalSplit
-from glscl.data.video import ClipTransform, VideoError, load_clip
+from glscl.data.video import ClipTransform, load_clip
 
 
 def caption_ids(captions) -> np.ndarray:
@@ -108,4 +108,4 @@ class CachedPairDataset(Dataset):
                 "video": v, "caption": int(self.caption[i])}
 
 
-__all__ = ["ClipDataset", "PairDataset", "CachedPairDataset", "caption_ids", "same_pair_mask", "VideoError"]
+__all__ = ["ClipDataset", "PairDataset", "CachedPairDataset", "caption_ids", "same_pair_mask"]

@@ -9,13 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+SPLITS = ("train", "val", "test")  # the split names every loader takes and every result carries
+
 
 @dataclass(frozen=True)
 class RetrievalSplit:
     """Videos and captions of one split of one dataset.
 
     dataset: name of the dataset ("msrvtt", "msvd", "didemo", "lsmdc", "activitynet", "world").
-    name: "train", "val" or "test". Every result names the split it was computed on.
+    name: one of ``SPLITS`` ("train", "val", "test"). Every result names the split it was computed on.
     video_ids: one id per video, unique.
     video_paths: one file per video, same order as ``video_ids``.
     captions: caption texts (a paragraph for paragraph-to-video datasets).
@@ -35,7 +37,8 @@ class RetrievalSplit:
         if len(self.video_ids) != len(self.video_paths):
             raise ValueError(f"{self.dataset}/{self.name}: {len(self.video_ids)} video ids but {len(self.video_paths)} paths")
         if len(self.captions) != len(self.caption_video):
-            raise ValueError(f"{self.dataset}/{self.name}: {len(self.captions)} captions but {len(self.caption_video)} caption_video entries")
+            raise ValueError(f"{self.dataset}/{self.name}: {len(self.captions)} captions but "
+                             f"{len(self.caption_video)} caption_video entries")
         if len(set(self.video_ids)) != len(self.video_ids):
             raise ValueError(f"{self.dataset}/{self.name}: duplicate video ids")
         n = len(self.video_ids)

@@ -51,11 +51,14 @@ def load_config_and_vocab(folder: str | Path) -> tuple[RunConfig, tuple[int, ...
     return cfg, vocab
 
 
-def load_weights(folder: str | Path, model: nn.Module, strict: bool = True) -> None:
-    """Load ``folder/model.safetensors`` into ``model`` (same architecture)."""
-    missing, unexpected = load_model(model, str(Path(folder) / "model.safetensors"), strict=strict)
-    if strict and (missing or unexpected):
-        raise RuntimeError(f"{folder}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+def load_weights(folder: str | Path, model: nn.Module, ignore: tuple[str, ...] = ()) -> None:
+    """Load ``folder/model.safetensors`` into ``model`` (same architecture). Checkpoint entries whose
+    names start with one of ``ignore`` may be left out (e.g. PEM's training-only ``entity_head.``)."""
+    missing, unexpected = load_model(model, str(Path(folder) / "model.safetensors"), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(ignore)]
+    if missing or unexpected:
+        raise RuntimeError(f"{folder}: checkpoint does not match the model (missing {sorted(missing)[:3]}, "
+                           f"unexpected {unexpected[:3]})")
 
 
 def load_train_state(folder: str | Path) -> dict[str, Any] | None:

@@ -22,7 +22,10 @@ from glscl.data.world import WorldConfig, generate_world
 from glscl.engine.pretrain import PretrainConfig, pretrain_clip
 from glscl.engine.run import run
 
-HEADS = (("GLSCL", "both"), ("global only", "global"), ("mean pooling", "mean"))
+HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}),
+         ("global only", "global", {"model.head": "glscl", "model.interaction": "global"}),
+         ("mean pooling", "mean", {"model.head": "mean_pooling"}))
+"""(row of the table, run name, config overrides) of the three runs."""
 
 
 def demo_config(root: str = "data/world", clip: str | None = None, out: str = "runs", cache: str | None = None,
@@ -60,10 +63,10 @@ def main(argv=None) -> list[dict]:
     clip = prepare_embedded(root, args.quick, progress)
     base = demo_config(str(root), str(clip), args.out, str(root / "cache"), args.quick)
     records = []
-    for label, mode in HEADS:
-        print(f"[3/4] training {label} (interaction={mode}) from the feature cache")
-        cfg = build_config(base, {"name": mode if mode != "both" else "glscl", "model.interaction": mode})
-        records.append({"head": label, **run(cfg, progress=progress)})
+    for label, name, overrides in HEADS:
+        print(f"[3/4] training {label} ({', '.join(f'{k}={v}' for k, v in overrides.items())}) from the feature cache")
+        cfg = build_config(base, {"name": name, **overrides})
+        records.append({"label": label, **run(cfg, progress=progress)})
     print(f"[4/4] test split of the world, checkpoints chosen on validation ({time.perf_counter() - t0:.0f} s in all)\n")
     table = format_table(records)
     print(table)
@@ -78,7 +81,7 @@ def format_table(records: list[dict]) -> str:
     head = "| head | " + " | ".join(c.replace("_", " ").replace("twin accuracy", "twin acc") for c in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for r in records:
-        lines.append(f"| {r['head']} | " + " | ".join(f"{r[c]:.1f}" if c in r else "-" for c in cols) + " |")
+        lines.append(f"| {r['label']} | " + " | ".join(f"{r[c]:.1f}" if c in r else "-" for c in cols) + " |")
     return "\n".join(lines)
 
 

@@ -1,76 +1,123 @@
-"""Evaluation: encode every text once and every video once, then S for all pairs, in bounded memory.
+"""Encoding a whole split, and evaluation: every text once, every video once, then S for all pairs.
 
-Texts (the smaller side: 1,000 queries in MSR-VTT 1k-A) are encoded first and kept. Videos are
-streamed in blocks: each block is encoded once (temporal transformer and local queries) and
-scored against all texts at once, then dropped, so memory holds one video block plus the
-N x M result, whatever the gallery size.
+The one split encoder of the package. Two stages, each a loop over blocks:
 
-Post-processing (DSL, QB-Norm) is transductive and reported in separate rows, marked as such.
+1. backbone features of a split, from decoded clips and tokenized captions (``backbone_texts``,
+   ``backbone_videos``) or read back from a feature cache (``cached_texts``, ``cached_videos``):
+   texts as ``TextFeatures`` blocks (token states, mask, sentence vector), videos as
+   (frames x_f, mask) blocks with padded frames 0. The feature cache is written from the first
+   kind (``glscl.data.cache.build_cache``);
+2. the head on those features: ``encode_texts`` (every caption once, kept: the smaller side,
+   1,000 queries in MSR-VTT 1k-A), ``encode_videos`` (block by block) and ``similarity_matrix``,
+   which scores each video block against all texts at once and drops it, so memory holds one
+   video block plus the N x M result, whatever the gallery size.
+
+``evaluate(head, texts, videos, caption_video)`` chains them into S and the retrieval metrics;
+``evaluate_cached`` and ``evaluate_decoded`` are its two sources. Post-processing (DSL, QB-Norm)
+is transductive and reported in separate rows, marked as such (``metric_rows``).
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from glscl.data.dataset import ClipDataset
+from glscl.data.video import ClipTransform
 from glscl.engine.metrics import dual_softmax, qb_norm, retrieval_metrics
-from glscl.model.glscl import GLSCL
-from glscl.model.interaction import TextEmbedding
+from glscl.model.backbone import Backbone, TextFeatures
+from glscl.model.embedding import TextEmbedding, VideoEmbedding
+
+VideoBlocks = Iterable[tuple[torch.Tensor, torch.Tensor]]
+"""(frames x_f: B x T x d with padded frames 0, mask: B x T) per block of videos, in gallery order."""
 
 
-def concat_text(parts: list[TextEmbedding]) -> TextEmbedding:
-    """One TextEmbedding from several batches (in order)."""
-    q = [p.queries for p in parts]
-    return TextEmbedding(torch.cat([p.sentence for p in parts]), torch.cat(q) if q[0] is not None else None)
+# -- stage 1: backbone features of a split --------------------------------------------------------
+
+@torch.no_grad()
+def backbone_texts(backbone: Backbone, captions: Sequence[str], device="cpu", batch_size: int = 256) -> Iterator[TextFeatures]:
+    """Every caption tokenized and encoded once by the backbone, ``batch_size`` at a time."""
+    for i in range(0, len(captions), batch_size):
+        yield backbone.encode_text(backbone.tokenizer(list(captions[i:i + batch_size])).to(device))
 
 
 @torch.no_grad()
-def encode_cached_texts(head: GLSCL, cache, device, batch_size: int = 512) -> TextEmbedding:
-    parts = []
+def backbone_videos(backbone: Backbone, split, num_frames: int, sample_fps: float = 1.0, device="cpu",
+                    batch_size: int = 32, num_workers: int = 0, progress: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every video of ``split`` decoded (T frames at ``sample_fps``) and encoded once by the backbone:
+    (x_f * mask, mask) per block, on ``device``. ``progress``: the progress bar's title (None: no bar)."""
+    transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
+    loader = DataLoader(ClipDataset(split, num_frames, transform, sample_fps), batch_size=batch_size, num_workers=num_workers)
+    for batch in tqdm(loader, desc=progress, disable=progress is None, unit="batch"):
+        mask = batch["frame_mask"].to(device)
+        yield backbone.encode_frames(batch["pixels"].to(device)) * mask[..., None], mask
+
+
+def cached_texts(cache, batch_size: int = 512) -> Iterator[TextFeatures]:
+    """The captions of a ``FeatureCache`` (float32), ``batch_size`` at a time."""
+    as_tensor = lambda a, dtype=np.float32: torch.from_numpy(np.array(a, dtype=dtype))  # noqa: E731
     for i in range(0, len(cache.caption_video), batch_size):
         sl = slice(i, i + batch_size)
-        parts.append(head.encode_text(torch.from_numpy(np.array(cache.sentence[sl], dtype=np.float32)).to(device),
-                                      torch.from_numpy(np.array(cache.tokens[sl], dtype=np.float32)).to(device),
-                                      torch.from_numpy(np.array(cache.token_mask[sl])).to(device)))
-    return concat_text(parts)
+        yield TextFeatures(tokens=as_tensor(cache.tokens[sl]), mask=as_tensor(cache.token_mask[sl], bool),
+                           sentence=as_tensor(cache.sentence[sl]))
 
 
-def cached_video_blocks(cache, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def cached_videos(cache, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The videos of a ``FeatureCache`` (float32 frames), ``batch_size`` at a time."""
     for i in range(0, cache.frames.shape[0], batch_size):
         yield (torch.from_numpy(np.array(cache.frames[i:i + batch_size], dtype=np.float32)),
                torch.from_numpy(np.array(cache.frame_mask[i:i + batch_size])))
 
 
+# -- stage 2: the head ------------------------------------------------------------------------------
+
 @torch.no_grad()
-def similarity_matrix(head: GLSCL, text: TextEmbedding, video_blocks: Iterable[tuple[torch.Tensor, torch.Tensor]],
-                      device, parts: bool = False, progress: bool = False, total: int | None = None):
-    """S (N texts x M videos, float32 on CPU), videos streamed block by block and encoded once.
-
-    With ``parts=True`` also returns the components ({'global': ..., 'local': ...}) for analysis.
-    """
+def encode_texts(head, texts: Iterable[TextFeatures], device="cpu") -> TextEmbedding:
+    """Every caption encoded once by the head (eval mode), concatenated."""
     head.eval()
-    blocks, part_blocks = [], []
-    for frames, mask in tqdm(video_blocks, desc="scoring videos", disable=not progress, total=total, unit="block"):
-        video = head.encode_video(frames.to(device), mask.to(device))
-        blocks.append(head.similarity(text, video).float().cpu())
-        if parts:
-            part_blocks.append({k: v.float().cpu() for k, v in head.similarity_parts(text, video).items()})
-    sim = torch.cat(blocks, dim=1)
-    if not parts:
-        return sim
-    return sim, {k: torch.cat([p[k] for p in part_blocks], dim=1) for k in part_blocks[0]}
+    return TextEmbedding.cat([head.encode_text(f.sentence.to(device), f.tokens.to(device), f.mask.to(device)) for f in texts])
 
 
-def evaluate_cached(head: GLSCL, cache, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, dict[str, float]]:
-    """S and retrieval metrics of ``head`` on a feature cache (one split)."""
-    text = encode_cached_texts(head, cache, device)
-    sim = similarity_matrix(head, text, cached_video_blocks(cache, batch_size), device)
-    return sim, retrieval_metrics(sim, np.asarray(cache.caption_video))
+@torch.no_grad()
+def encode_videos(head, videos: VideoBlocks, device="cpu") -> Iterator[VideoEmbedding]:
+    """Every video encoded once by the head (eval mode), block by block."""
+    head.eval()
+    for frames, mask in videos:
+        yield head.encode_video(frames.to(device), mask.to(device))
 
 
-def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False, bank_sim: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+@torch.no_grad()
+def similarity_matrix(head, text: TextEmbedding, videos: VideoBlocks, device="cpu") -> torch.Tensor:
+    """S (N texts x M videos, float32 on CPU): each video block encoded once, scored against every text, dropped."""
+    return torch.cat([head.similarity(text, video).float().cpu() for video in encode_videos(head, videos, device)], dim=1)
+
+
+def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_video,
+             device="cpu") -> tuple[torch.Tensor, dict[str, float]]:
+    """S and the retrieval metrics of ``head`` on one split: texts encoded first and kept, videos streamed."""
+    sim = similarity_matrix(head, encode_texts(head, texts, device), videos, device)
+    return sim, retrieval_metrics(sim, np.asarray(caption_video))
+
+
+def evaluate_cached(head, cache, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, dict[str, float]]:
+    """``evaluate`` on a feature cache (one split)."""
+    return evaluate(head, cached_texts(cache), cached_videos(cache, batch_size), cache.caption_video, device)
+
+
+def evaluate_decoded(model, split, num_frames: int, sample_fps: float = 1.0, device="cpu", batch_size: int = 32,
+                     num_workers: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+    """``evaluate`` end to end: a ``Retriever``'s backbone encodes the decoded split, its head scores it."""
+    model.eval()
+    texts = backbone_texts(model.backbone, split.captions, device)
+    videos = backbone_videos(model.backbone, split, num_frames, sample_fps, device, batch_size, num_workers)
+    return evaluate(model.head, texts, videos, split.caption_video, device)
+
+
+def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False,
+                bank_sim: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
     """Metrics rows: 'plain' always; 'dsl' and 'qb-norm' (transductive) only when asked."""
     rows = {"plain": retrieval_metrics(sim, caption_video)}
     if dsl:  # the prior is taken over the gallery side of each direction

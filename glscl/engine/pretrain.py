@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
 from glscl.data.dataset import caption_ids
 from glscl.data.video import ClipTransform, load_clip
 from glscl.data.world import frame_caption_samples, load_world
-from glscl.losses import info_nce
 from glscl.engine.train import warmup_cosine
+from glscl.losses import info_nce
+from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class PretrainConfig:
 def world_vocab(world_root: str | Path, context_length: int = 32) -> tuple[int, ...]:
     """Compact vocabulary covering every caption of the world (video and frame captions)."""
     world = load_world(world_root)
-    texts = [v.caption for v in world.videos] + [c for _, _, c in frame_caption_samples(world_root, ("train", "validate", "test"))]
+    texts = [v.caption for v in world.videos] + [c for _, _, c in frame_caption_samples(world_root, ("train", "val", "test"))]
     return Tokenizer.build_vocab(sorted(set(texts)), context_length)
 
 

@@ -3,11 +3,12 @@
     results = run(cfg)
 
 * with ``data.cache_dir`` set, the frozen backbone encodes every split once into the feature cache
-  and only the GLSCL head trains (fast: what ablation grids use);
+  and only the head trains (fast: what ablation grids use);
 * otherwise training is end to end: decoded clips -> backbone -> head.
 
-``model.objective`` picks the head (GLSCL or ALPRO's VTC, ``glscl.model.factory.create_head``) for both
-routes; ``loss.pem_weight > 0`` adds ALPRO's prompt entity modeling (end to end only).
+``model.head`` picks the head (GLSCL, mean pooling or ALPRO's VTC, ``glscl.model.factory.create_head``)
+and its loss (``glscl.losses.create_loss``) for both routes; ``loss.pem_weight > 0`` adds ALPRO's
+prompt entity modeling (end to end only).
 
 The checkpoint evaluated on test is the one that scored best on the validation split. The
 results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads.
@@ -18,24 +19,20 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from glscl.engine import distributed as dist
-from glscl.pem import build_pem
-from glscl.model.factory import create_head, end_to_end_encoder
-from glscl.model.backbone import Tokenizer, create_backbone
-from glscl.engine.checkpoint import load_weights
 from glscl.config import RunConfig
 from glscl.data import load_split
 from glscl.data.cache import build_cache, weights_digest
-from glscl.data.dataset import ClipDataset, PairDataset
+from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
-from glscl.engine.evaluate import concat_text, evaluate_cached, similarity_matrix
-from glscl.engine.metrics import retrieval_metrics
-from glscl.model.factory import Retriever
+from glscl.engine import distributed as dist
+from glscl.engine.checkpoint import load_weights
+from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
 from glscl.engine.train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
+from glscl.model.backbone import Tokenizer, create_backbone
+from glscl.model.factory import Retriever, create_head, end_to_end_encoder
+from glscl.pem import build_pem
 
 SPLITS = ("train", "val", "test")
 
@@ -68,21 +65,6 @@ def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool 
 
 def _transform(backbone) -> ClipTransform:
     return ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
-
-
-@torch.no_grad()
-def evaluate_decoded(model: Retriever, split, cfg: RunConfig, device, batch_size: int = 32) -> tuple[torch.Tensor, dict]:
-    """End-to-end evaluation: each caption tokenized and encoded once, each video decoded and encoded once."""
-    model.eval()
-    texts = []
-    for i in range(0, split.num_captions, 256):
-        texts.append(model.encode_text(model.backbone.tokenizer(list(split.captions[i:i + 256])).to(device)))
-    text = concat_text(texts)
-    loader = DataLoader(ClipDataset(split, cfg.model.num_frames, _transform(model.backbone), cfg.data.sample_fps),
-                        batch_size=batch_size, num_workers=cfg.data.num_workers)
-    blocks = ((model.backbone.encode_frames(b["pixels"].to(device)), b["frame_mask"]) for b in loader)
-    sim = similarity_matrix(model.head, text, blocks, device)
-    return sim, retrieval_metrics(sim, np.asarray(split.caption_video))
 
 
 def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
@@ -125,8 +107,10 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
 
         pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None
         encode = end_to_end_encoder(model, patch_tokens=pem is not None)
+        evaluate_split = lambda split: evaluate_decoded(model, split, cfg.model.num_frames, cfg.data.sample_fps, device,
+                                                        num_workers=cfg.data.num_workers)
         trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
-                          run_dir, device, validate=lambda: evaluate_decoded(model, splits["val"], cfg, device)[1],
+                          run_dir, device, validate=lambda: evaluate_split(splits["val"])[1],
                           vocab=vocab, progress=progress, pem=pem)
         if resume:
             trainer.resume()
@@ -134,14 +118,14 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
         t_train = time.perf_counter() - t0
         load_weights(run_dir / "checkpoints" / "best", model)
         t1 = time.perf_counter()
-        sim, metrics = evaluate_decoded(model, splits["test"], cfg, device)
+        sim, metrics = evaluate_split(splits["test"])
     t_eval = time.perf_counter() - t1
     record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
               **metrics, **world_probes(cfg, sim, splits["test"]),
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
               "cache_s": t_cache, "train_s": t_train, "eval_s": t_eval,
               "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
-              "objective": cfg.model.objective, "pem_weight": cfg.loss.pem_weight,
+              "head": cfg.model.head, "pem_weight": cfg.loss.pem_weight,
               "skipped_items": sum(len(s.skipped) for s in splits.values())}
     if dist.is_main():
         skipped = [{"split": name, "file": f, "row": row, "reason": why} for name, s in splits.items() for f, row, why in s.skipped]

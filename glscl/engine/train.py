@@ -10,9 +10,9 @@
   on it (t2v R@1 + R@5 + R@10), never on test;
 * a non-finite loss stops the run with a clear error and leaves the last good checkpoint;
 * under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes;
-* the objective follows ``model.objective``: GLSCL's loss, or ALPRO's VTC loss (``glscl.pem``);
-  with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity modeling loss is
-  added: L = L_objective + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
+* the loss is the configured head's (``glscl.losses.create_loss``: GLSCL's, mean pooling's InfoNCE,
+  or ALPRO's VTC); with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity
+  modeling loss is added: L = L_head + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
 
 The results folder of a run (``<out_dir>/<name>``) holds config.yaml, environment.json,
 curve.csv, metrics.json and checkpoints/{last,best}.
@@ -25,22 +25,21 @@ import math
 import platform
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint
 from glscl.config import RunConfig, save_config
 from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
+from glscl.engine import distributed as dist
+from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint
 from glscl.engine.evaluate import evaluate_cached
-from glscl.losses import glscl_loss
-from glscl.losses import vtc_loss
+from glscl.losses import create_loss
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
 
@@ -123,12 +122,12 @@ def decoded_batches(ds: PairDataset, num_workers: int, pin_memory: bool = False)
 
 
 class Trainer:
-    """Trains ``model`` (a ``GLSCL`` head on cached features, or a ``Retriever`` end to end).
+    """Trains ``model`` (a head on cached features, or a ``Retriever`` end to end).
 
     ``encode(batch)`` -> (text embedding, video embedding) on the local batch, optionally followed
     by a dict of extras (``{'patch_tokens': ...}`` for PEM); the trainer gathers the embeddings
-    across processes, forms S with ``head.similarity`` and applies the objective's loss
-    (``glscl_loss`` or ``vtc_loss``, by ``model.objective``).
+    across processes, forms S with ``head.similarity`` and applies the head's loss
+    (``create_loss(cfg)``).
     ``validate()`` -> metrics dict on the validation split (or None).
     ``pem``: a ``glscl.pem.PromptEntityModeling`` whose loss is added with weight ``loss.pem_weight``.
     """
@@ -137,7 +136,7 @@ class Trainer:
                  run_dir: str | Path, device: torch.device, validate: Callable[[], dict] | None = None,
                  vocab=None, progress: bool = True, pem=None):
         self.cfg, self.model, self.head, self.encode, self.batches = cfg, model, head, encode, batches
-        self.pem = pem
+        self.pem, self.loss = pem, create_loss(cfg)
         self.run_dir, self.device, self.validate, self.vocab, self.progress = Path(run_dir), device, validate, vocab, progress
         t = cfg.train
         self.world = dist.world_size()
@@ -199,18 +198,10 @@ class Trainer:
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             text, video, *extras = self.encode(batch)
-            text.sentence, text.queries = dist.gather(text.sentence), dist.gather(text.queries)
-            video.frames, video.mask, video.queries = dist.gather(video.frames), dist.gather(video.mask), dist.gather(video.queries)
+            text, video = text.map(dist.gather), video.map(dist.gather)  # the global batch
             sim = self.head.similarity(text, video).float()
             same = same_pair_mask(dist.gather(batch["video"].to(self.device)), dist.gather(batch["caption"].to(self.device)))
-            if self.cfg.model.objective == "vtc":
-                parts = vtc_loss(sim, self.head.clamp_temperature_(),
-                                 same_caption=same if self.cfg.loss.mask_false_negatives else None)
-            else:
-                parts = glscl_loss(sim, self.head.logit_scale,
-                                   None if text.queries is None else text.queries.float(),
-                                   None if video.queries is None else video.queries.float(),
-                                   self.cfg.loss, same_caption=same)
+            parts = self.loss(self.head, sim, text, video, same)
             if self.pem is not None:
                 boxes = torch.Generator().manual_seed(hash((self.cfg.train.seed, self.step, dist.rank())) & 0x7FFFFFFF)
                 parts.update(self.pem.loss(batch["pixels"], batch["frame_mask"], extras[0]["patch_tokens"], generator=boxes))
@@ -316,7 +307,7 @@ def prepare_run_dir(cfg: RunConfig, device: torch.device) -> Path:
     return run_dir
 
 
-def cached_encoder(head, device):
+def cached_encoder(head):
     """encode(batch) for head-only training on cached features."""
     def encode(batch):
         text = head.encode_text(batch["sentence"], batch["tokens"], batch["token_mask"])
@@ -327,12 +318,12 @@ def cached_encoder(head, device):
 
 def train_from_cache(cfg: RunConfig, head, train_cache, val_cache=None, *, device=None, progress: bool = True,
                      resume: bool = True, stop_after_epoch: int | None = None, vocab=None) -> tuple[Path, Trainer]:
-    """Train a GLSCL head on cached features; returns the results folder and the trainer."""
+    """Train a head on cached features; returns the results folder and the trainer."""
     device = device or resolve_device(cfg.device)
     head.to(device)
     run_dir = prepare_run_dir(cfg, device)
     validate = (lambda: evaluate_cached(head, val_cache, device)[1]) if val_cache is not None else None
-    trainer = Trainer(cfg, head, head, cached_encoder(head, device), cached_batches(train_cache), run_dir, device,
+    trainer = Trainer(cfg, head, head, cached_encoder(head), cached_batches(train_cache), run_dir, device,
                       validate=validate, vocab=vocab, progress=progress)
     if resume:
         trainer.resume()

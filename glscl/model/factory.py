@@ -8,22 +8,30 @@ from torch import nn
 
 from glscl.config import ModelConfig
 from glscl.model.backbone import Backbone, create_backbone
+from glscl.model.embedding import TextEmbedding, VideoEmbedding
 from glscl.model.glscl import GLSCL
-from glscl.model.interaction import TextEmbedding, VideoEmbedding
+from glscl.model.mean_pooling import MeanPooling
 from glscl.model.vtc import VTCHead
 
+Head = GLSCL | MeanPooling | VTCHead
 
-def create_head(cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07)) -> GLSCL | VTCHead:
-    """The head ``cfg.objective`` asks for: ``GLSCL`` ('glscl') or ``VTCHead`` ('vtc')."""
-    if cfg.objective == "vtc":
+
+def create_head(cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07)) -> Head:
+    """The head ``cfg.head`` names: ``GLSCL`` ('glscl'), ``MeanPooling`` ('mean_pooling') or ``VTCHead`` ('vtc').
+
+    ``logit_scale``: CLIP's learned log-scale, the initial value of the InfoNCE heads' own copy (VTC learns a temperature).
+    """
+    if cfg.head == "vtc":
         return VTCHead(cfg, width)
+    if cfg.head == "mean_pooling":
+        return MeanPooling(cfg, width, logit_scale)
     return GLSCL(cfg, width, logit_scale)
 
 
 class Retriever(nn.Module):
-    """Backbone + GLSCL head: pixels and token ids in, similarity out (end-to-end training)."""
+    """Backbone + head: pixels and token ids in, similarity out (end-to-end training)."""
 
-    def __init__(self, backbone: Backbone, head: GLSCL):
+    def __init__(self, backbone: Backbone, head: Head):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -43,7 +51,7 @@ class Retriever(nn.Module):
 
 
 def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tuple[int, ...] | None = None) -> Retriever:
-    """Backbone (open_clip, ``cfg.backbone`` / ``cfg.pretrained``) plus a fresh GLSCL head.
+    """Backbone (open_clip, ``cfg.backbone`` / ``cfg.pretrained``) plus a fresh head (``create_head``).
 
     ``vocab``: compact vocabulary (``Tokenizer.build_vocab``) when ``cfg.compact_vocab`` is set.
     """

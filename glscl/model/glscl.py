@@ -16,7 +16,7 @@ end-of-text state).
     local interaction:
             S_l(t, v) = (1/K) sum_k cos(c^t_k, c^v_k)
     similarity:
-            S = S_g + lambda * S_l        (modes: 'global', 'local', 'both', 'mean')
+            S = S_g + lambda * S_l        (model.interaction: 'global', 'local' or 'both')
 
 A video's outputs depend only on the video and a text's only on the text, so evaluation
 encodes each item once (``encode_video`` / ``encode_text``) and forms S for all pairs with
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from glscl.config import ModelConfig
-from glscl.model.interaction import (LocalInteraction, TemporalTransformer, TextEmbedding, VideoEmbedding,
-                                     global_similarity, local_similarity, mean_pooling_similarity)
+from glscl.model.embedding import TextEmbedding, VideoEmbedding, weighted_sum
+from glscl.model.interaction import LocalInteraction, TemporalTransformer, global_similarity, local_similarity
 
 
 class GLSCL(nn.Module):
@@ -57,18 +57,23 @@ class GLSCL(nn.Module):
         if self.temporal is not None:
             frames = self.temporal(frames, mask)
         queries = self.local.encode_video(frames, mask) if self.local is not None else None
-        return VideoEmbedding(frames, mask, queries)
+        return VideoEmbedding(frames, mask, queries=queries)
 
     def encode_text(self, sentence: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> TextEmbedding:
         """sentence: t (B x d); tokens: token states (B x L x d); mask: True for real tokens (B x L)."""
         queries = self.local.encode_text(tokens, mask.bool()) if self.local is not None else None
-        return TextEmbedding(sentence, queries)
+        return TextEmbedding(sentence, queries=queries)
+
+    @property
+    def part_weights(self) -> dict[str, float]:
+        """S = sum of weight x part: {'global': 1, 'local': lambda} ('both'); the one part weighs 1 otherwise."""
+        if self.cfg.interaction == "both":
+            return {"global": 1.0, "local": self.cfg.local_weight}
+        return {self.cfg.interaction: 1.0}
 
     def similarity_parts(self, text: TextEmbedding, video: VideoEmbedding) -> dict[str, torch.Tensor]:
-        """The similarity components used by this configuration, each N texts x M videos."""
+        """The interactions this configuration uses: 'global' (S_g) and/or 'local' (S_l), each N texts x M videos."""
         cfg, parts = self.cfg, {}
-        if cfg.interaction == "mean":
-            parts["mean"] = mean_pooling_similarity(text.sentence, video.frames, video.mask)
         if cfg.interaction in ("global", "both"):
             parts["global"] = global_similarity(text.sentence, video.frames, video.mask, cfg.global_tau, cfg.global_normalize)
         if cfg.interaction in ("local", "both"):
@@ -76,11 +81,8 @@ class GLSCL(nn.Module):
         return parts
 
     def similarity(self, text: TextEmbedding, video: VideoEmbedding) -> torch.Tensor:
-        """S (N x M): S_g + lambda S_l ('both'), S_g ('global'), S_l ('local') or mean pooling ('mean')."""
-        parts = self.similarity_parts(text, video)
-        if self.cfg.interaction == "both":
-            return parts["global"] + self.cfg.local_weight * parts["local"]
-        return parts[self.cfg.interaction]
+        """S (N x M): S_g + lambda S_l ('both'), S_g ('global') or S_l ('local')."""
+        return weighted_sum(self.similarity_parts(text, video), self.part_weights)
 
     def forward(self, sentence, tokens, token_mask, frames, frame_mask):
         """Encode a batch of texts and videos; return (S, text embedding, video embedding)."""

@@ -1,5 +1,6 @@
 """The interaction functions of GLSCL: the temporal transformer, the global interaction (S_g),
-the local interaction module (K queries and a decoder, c^v and c^t) and S_l.
+the local interaction module (K queries and a decoder, c^v and c^t) and S_l; and mean pooling,
+the baseline's similarity.
 
     video:  v_f  = frames + TemporalTransformer(frames + pos)            (B x T x d)
     global interaction (no parameters):
@@ -9,31 +10,14 @@ the local interaction module (K queries and a decoder, c^v and c^t) and S_l.
             c^v  = normalize(Decoder(queries, memory=v_f))               (B x K x d)
             c^t  = normalize(Decoder(queries, memory=tokens))            (B x K x d)
             S_l(t, v) = (1/K) sum_k cos(c^t_k, c^v_k)
+    mean pooling (CLIP4Clip's meanP):
+            S(t, v)   = cos(t, mean of the real v_f)
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-@dataclass
-class VideoEmbedding:
-    """Encoded videos. frames: v_f (B x T x d); mask: valid frames (B x T); queries: c^v (B x K x d), unit norm."""
-
-    frames: torch.Tensor
-    mask: torch.Tensor
-    queries: torch.Tensor | None
-
-
-@dataclass
-class TextEmbedding:
-    """Encoded texts. sentence: t (B x d); queries: c^t (B x K x d), unit norm."""
-
-    sentence: torch.Tensor
-    queries: torch.Tensor | None
 
 
 class TemporalTransformer(nn.Module):
@@ -104,7 +88,7 @@ def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def mean_pooling_similarity(sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """CLIP4Clip meanP baseline: S = cos(t, mean of valid v_f)."""
+    """CLIP4Clip's meanP: S(t, v) = cos(t, mean of the real v_f), (N x M)."""
     return F.normalize(sentence, dim=-1) @ F.normalize(masked_mean(frames, mask), dim=-1).T
 
 

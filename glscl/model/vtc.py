@@ -6,7 +6,7 @@ L2 normalisation, and a symmetric InfoNCE over in-batch negatives at a learned t
     z^t = normalize(W_t t),            t     = the text's end-of-text state (CLIP's sentence vector)
     z^v = normalize(W_v v_cls),        v_cls = mean over real frames of v_f
     S   = z^t (z^v)^T                  (cosine; N texts x M videos)
-    L   = 1/2 [ CE_rows(S / temp, diag) + CE_cols(S / temp, diag) ]
+    L   = 1/2 [ CE_rows(S / temp, diag) + CE_cols(S / temp, diag) ]   (InfoNCE at scale 1 / temp, unclamped)
 
 ``v_f`` are the frame features after the temporal transformer (CLIP4Clip's seqTransf, the same
 module GLSCL uses; ``model.temporal_layers = 0`` leaves the raw CLIP frame embeddings). ALPRO takes
@@ -24,11 +24,9 @@ loss and the averaged gradients equal the single-process gradient. ALPRO does no
 captions; the workbench applies GLSCL's false-negative mask to both objectives
 (``loss.mask_false_negatives``), so that the comparison isolates the objective.
 
-``VTCHead`` keeps GLSCL's interface (``encode_text``, ``encode_video``, ``similarity``), so the
-evaluation code, the feature cache and end-to-end training run it unchanged. Its projected [CLS]
-vectors travel as the embeddings' single "query" (``queries`` of shape B x 1 x D): the code that
-gathers, concatenates and streams GLSCL's query outputs carries them as they are, and
-S = z^t (z^v)^T is GLSCL's ``local_similarity`` with K = 1.
+``VTCHead`` keeps the heads' interface (``encode_text``, ``encode_video``, ``similarity_parts``,
+``similarity``), so the evaluation code, the feature cache and end-to-end training run it unchanged.
+Its embeddings carry z^t and z^v in their ``projected`` field (B x D); they have no queries.
 """
 from __future__ import annotations
 
@@ -37,22 +35,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from glscl.config import ModelConfig
-from glscl.model.interaction import TemporalTransformer, TextEmbedding, VideoEmbedding, local_similarity, masked_mean
+from glscl.model.embedding import TextEmbedding, VideoEmbedding
+from glscl.model.interaction import TemporalTransformer, masked_mean
 
 TEMPERATURE_RANGE = (0.001, 0.5)
 """ALPRO clamps its learned temperature to this range before every forward pass."""
 
 
 class VTCHead(nn.Module):
-    """ALPRO's video-text contrastive head over backbone features; GLSCL's interface.
+    """ALPRO's video-text contrastive head over backbone features; the heads' interface.
 
         v_f = frames + TemporalTransformer(frames + pos)      (absent when temporal_layers = 0)
         z^v = normalize(W_v mean_{real f} v_f)                 (B x D)
         z^t = normalize(W_t sentence)                          (B x D)
         S   = z^t (z^v)^T
 
-    The embeddings carry z as their only "query" (B x 1 x D); see the module docstring.
+    The embeddings carry z in their ``projected`` field (B x D).
     """
+
+    part_weights = {"vtc": 1.0}
+    """S is its one part, 'vtc'."""
 
     def __init__(self, cfg: ModelConfig, width: int):
         super().__init__()
@@ -76,16 +78,16 @@ class VTCHead(nn.Module):
         if self.temporal is not None:
             frames = self.temporal(frames, mask)
         z = F.normalize(self.video_proj(masked_mean(frames, mask)), dim=-1)
-        return VideoEmbedding(frames, mask, z.unsqueeze(1))
+        return VideoEmbedding(frames, mask, projected=z)
 
     def encode_text(self, sentence: torch.Tensor, tokens: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None) -> TextEmbedding:
         """sentence: end-of-text state t (B x d); token states are not used by VTC."""
         z = F.normalize(self.text_proj(sentence), dim=-1)
-        return TextEmbedding(sentence, z.unsqueeze(1))
+        return TextEmbedding(sentence, projected=z)
 
     def similarity_parts(self, text: TextEmbedding, video: VideoEmbedding) -> dict[str, torch.Tensor]:
-        return {"vtc": local_similarity(text.queries, video.queries)}
+        return {"vtc": text.projected @ video.projected.T}
 
     def similarity(self, text: TextEmbedding, video: VideoEmbedding) -> torch.Tensor:
         """S = z^t (z^v)^T, N texts x M videos (cosines)."""

@@ -24,8 +24,20 @@ the range, so the 30-50 % promise holds. ALPRO pools the patch outputs of its fu
 and video jointly); a dual encoder has none, so the visual encoder's own patch tokens are pooled.
 """
 from glscl.pem.entities import TEMPLATES, entity_prompts, mine_entities
-from glscl.pem.modeling import (EntityHead, Prompter, PromptEntityModeling, box_patch_mask, box_sizes, build_pem,
-                                build_prompter, crop_to_box, pool_box, pseudo_labels, sample_boxes, soft_cross_entropy)
+from glscl.pem.modeling import (
+    EntityHead,
+    PromptEntityModeling,
+    Prompter,
+    box_patch_mask,
+    box_sizes,
+    build_pem,
+    build_prompter,
+    crop_to_box,
+    pool_box,
+    pseudo_labels,
+    sample_boxes,
+    soft_cross_entropy,
+)
 
 __all__ = ["TEMPLATES", "entity_prompts", "mine_entities", "EntityHead", "Prompter", "PromptEntityModeling",
            "box_patch_mask", "box_sizes", "build_pem", "build_prompter", "crop_to_box", "pool_box", "pseudo_labels",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 VIDEO_TEMPLATES = (
     "A footage of a {}.", "A footage of the {}.", "A footage of one {}.",

@@ -1,9 +1,8 @@
 """PEM's crop boxes, pseudo-labels, prompter and loss (steps 3-6 of ``glscl.pem``)."""
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

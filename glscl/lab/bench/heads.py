@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ from glscl.config import ModelConfig
 from glscl.model.glscl import GLSCL
 from glscl.model.interaction import masked_mean
 
-Block = Union[int, tuple[int, int]]  # texts x videos per block (an int: square)
+Block = int | tuple[int, int]  # texts x videos per block (an int: square)
 
 # ALPRO's VTM cross-encoder (ALPRO's release: BERT-base fusion layers over [text ; video] tokens):
 # 6 layers, width 768, FFN 3072; max_txt_len 40 (MSR-VTT retrieval config) and 1 + 14 x 14 video

@@ -1,4 +1,4 @@
-"""Figures and summaries of an ablation grid's tidy table (``results.csv`` from glscl.lab.grids.runner).
+"""Figures and summaries of an ablation grid's tidy table (``results.csv`` written by glscl.lab.grids.runner).
 
 Error bars and bands are **95 % Student-t intervals over seeds**: mean +- t(0.975, n-1) * sd / sqrt(n),
 computed here (``summarize``) rather than bootstrapped, because grids have few seeds (with 2 seeds a
@@ -9,7 +9,7 @@ A configuration with one seed gets no interval. Figures clip intervals of R@K an
 * ``line_plot``: a metric against a numeric key (e.g. the number of queries K), one line per level
   of a categorical key (e.g. the interaction mode); levels for which the numeric key is irrelevant
   (global-only has no queries) are drawn as a dashed horizontal reference with its band;
-* ``heatmap``: the mean over two numeric keys (e.g. ICL x IDL weights), annotated mean +- half-width;
+* ``metric_heatmap``: the mean over two numeric keys (e.g. ICL x IDL weights), annotated mean +- half-width;
 * ``bar_plot``: bars per level of a categorical key (optionally grouped by a second one);
 * ``figures_for_grid``: picks those that fit what the grid varies; every figure is written as PNG,
   PDF and SVG.
@@ -17,8 +17,8 @@ A configuration with one seed gets no interval. Figures clip intervals of R@K an
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 
@@ -153,7 +153,7 @@ def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iter
     return fig
 
 
-def heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] = ("t2v_R@1",)):
+def metric_heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] = ("t2v_R@1",)):
     """Mean of each metric over the (y, x) grid, cells annotated 'mean +- half-width'; returns the figure."""
     metrics = _metrics(table, metrics)
     fig, axes = _panels(len(metrics), width=4.8, height=4.0)
@@ -161,7 +161,8 @@ def heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] = ("t2v_
         s = summarize(table, [y, x], metric)
         mean = s.pivot(index=y, columns=x, values="mean").sort_index(ascending=False)
         ci = s.pivot(index=y, columns=x, values="ci").reindex_like(mean)
-        annot = np.vectorize(lambda m, c: f"{m:.1f}" + ("" if not np.isfinite(c) else f"\n±{c:.1f}"))(mean.to_numpy(float), ci.to_numpy(float))
+        cell = np.vectorize(lambda m, c: f"{m:.1f}" + ("" if not np.isfinite(c) else f"\n±{c:.1f}"))
+        annot = cell(mean.to_numpy(float), ci.to_numpy(float))
         sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", ax=ax, cbar_kws={"label": _label(metric)},
                     annot_kws={"fontsize": "x-small"})
         ax.set_xticklabels([format(float(v), "g") for v in mean.columns])
@@ -252,15 +253,16 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     * two or more numeric keys: a heat map over the first two (e.g. ICL x IDL weights);
     * one numeric key: the metrics against it, one line per level of the first categorical key
       (e.g. R@1 vs K per interaction mode);
-    * categorical keys: bars per level; with two, grouped bars. When a numeric key varies too, each
-      bar is its level at the numeric value chosen on validation (e.g. each interaction mode at its
-      best K), labelled with that value.
+    * categorical keys: bars per level; with two, grouped bars, or one bar per configuration where
+      one key does not apply to some levels of the other (e.g. head x interaction). When a numeric
+      key varies too, each bar is its level at the numeric value chosen on validation (e.g. each
+      interaction mode at its best K), labelled with that value.
     """
     metrics = list(metrics or spec.metrics)
     numeric, categorical = _varying(table, spec)
     paths: list[Path] = []
     if len(numeric) >= 2:
-        paths += save(heatmap(table, numeric[1], numeric[0], metrics), out, f"heatmap_{numeric[0]}_x_{numeric[1]}")
+        paths += save(metric_heatmap(table, numeric[1], numeric[0], metrics), out, f"heatmap_{numeric[0]}_x_{numeric[1]}")
     elif len(numeric) == 1:
         hue = categorical[0] if categorical else None
         name = f"{numeric[0]}" + (f"_by_{hue}" if hue else "")
@@ -272,7 +274,13 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
         paths += save(bar_plot(best, col, None, metrics, title=f"each at its {SHORT.get(x, x)} chosen on validation; "
                                                               "mean over seeds, 95 % t-interval"), out, f"bars_{col}_best_{x}")
         categorical = categorical[1:]
-    if len(categorical) == 2:
+    ok = table[table["status"] == "ok"]
+    if len(categorical) == 2 and ok[categorical].isna().any().any():
+        # one key does not apply to some levels of the other (e.g. interaction for mean pooling): a bar per configuration
+        col = " / ".join(categorical)
+        labels = ["\n".join(str(v) for v in row if not _is_missing(v)) for row in table[categorical].itertuples(index=False)]
+        paths += save(bar_plot(table.assign(**{col: labels}), col, None, metrics), out, f"bars_{'_'.join(categorical)}")
+    elif len(categorical) == 2:
         paths += save(bar_plot(table, categorical[0], categorical[1], metrics), out, f"bars_{categorical[0]}_by_{categorical[1]}")
     else:
         for col in categorical:

@@ -1,6 +1,7 @@
 """Plotting helpers shared by the tutorials and the widgets: frame strips, heat maps, score bars.
 
-Nothing here computes the method; these functions only draw what ``glscl`` computes.
+Nothing here computes the method; these functions only draw what ``glscl`` computes. (The bench's
+growth figure is ``glscl.lab.bench.report.plot_growth``; a grid's figures are ``glscl.lab.grids.figures``.)
 
 * frames: ``strip_image`` (frames side by side, padded frames grey), ``show_strip`` (on an axes,
   optionally with a per-frame weight bar underneath), ``png_bytes`` / ``figure_png`` (for widgets);
@@ -8,7 +9,6 @@ Nothing here computes the method; these functions only draw what ``glscl`` compu
   fast enough for widgets), ``cosine_matrix``;
 * sampling: ``plot_sampling`` (which native frames ``sample_frame_indices`` keeps);
 * training and retrieval: ``plot_curve``, ``score_bars``, ``plot_retrieval``;
-* efficiency: ``plot_cost_growth`` (a ``glscl bench`` record, log-log);
 * text: ``token_labels`` (the word piece at every token position, for attention plots);
 * paths: ``repo_path`` (notebooks run from ``notebooks/``; their relative paths mean the repository root),
   ``saved_path`` (a path from a saved config).
@@ -16,8 +16,8 @@ Nothing here computes the method; these functions only draw what ``glscl`` compu
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -246,7 +246,7 @@ def plot_sampling(num_native_frames: int, native_fps: float, num_frames: int, sa
     ax.scatter(candidates, np.full(len(candidates), 1), marker="|", s=120, color="#1f77b4",
                label=f"{len(candidates)} candidates ({sample_fps:g} per second)")
     ax.scatter(indices, np.zeros(len(indices)), marker="v", s=60, color="#d62728", label=f"{valid} kept (T = {num_frames})")
-    for i, idx in enumerate(indices):
+    for idx in indices:
         ax.annotate("", xy=(idx, 0.15), xytext=(idx, 0.85), arrowprops=dict(arrowstyle="->", color="#d62728", lw=0.8))
     # the mask: T boxes, real ones filled
     box_w = (num_native_frames - 1) / max(num_frames, 1)
@@ -306,19 +306,20 @@ def plot_curve(curve, axes=None):
     return axes
 
 
-def score_bars(ax, global_part: Sequence[float], local_part: Sequence[float] | None, labels: Sequence[str],
-               matches: Sequence[bool] | None = None, title: str | None = None):
-    """Horizontal stacked bars: global contribution S_g and local contribution lambda S_l per item.
+def score_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str], matches: Sequence[bool] | None = None,
+               title: str | None = None, colours: Sequence[str] | None = None):
+    """Horizontal stacked bars, one colour per additive part of S (e.g. S_g and lambda S_l), per item.
 
-    Negative contributions are drawn to the left of 0; a dot marks the total S.
+    ``parts``: legend label -> one contribution per item; ``colours``: one per part, in order. Positive
+    contributions stack to the right of 0, negative ones to the left; a dot marks the total S.
     """
-    g = np.asarray(global_part, float)
-    loc = np.zeros_like(g) if local_part is None else np.asarray(local_part, float)
-    y = np.arange(len(g))[::-1]
-    ax.barh(y, g, color="#1f77b4", label="global  S_g")
-    left = np.where(np.sign(loc) == np.sign(g), g, 0.0)
-    ax.barh(y, loc, left=left, color="#ff7f0e", label="local  lambda S_l")
-    ax.scatter(g + loc, y, color="black", s=12, zorder=3, label="S")
+    y = np.arange(len(labels))[::-1]
+    right, left, total = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
+    for i, (name, values) in enumerate(parts.items()):
+        v = np.asarray(values, float)
+        ax.barh(y, v, left=np.where(v >= 0, right, left), color=colours[i] if colours else f"C{i}", label=name)
+        right, left, total = right + np.clip(v, 0, None), left + np.clip(v, None, 0), total + v
+    ax.scatter(total, y, color="black", s=12, zorder=3, label="S")
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=7)
@@ -333,11 +334,13 @@ def score_bars(ax, global_part: Sequence[float], local_part: Sequence[float] | N
     return ax
 
 
-def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int], tuple], title: str | None = None):
-    """One caption's top-k videos: a frame strip per video and the score split into its two parts.
+def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int], tuple], title: str | None = None,
+                   labels: dict[str, str] | None = None, colours: dict[str, str] | None = None):
+    """One caption's top-k videos: a frame strip per video and the score split into its parts.
 
-    rows: what ``RetrievalExplorer.search`` returns (rank, index, video_id, score, global, local,
-    match); frames_of(index) -> (frames (T, H, W, 3) uint8, mask). Returns the figure.
+    rows: what ``RetrievalExplorer.search`` returns (rank, index, video_id, score, parts, match);
+    frames_of(index) -> (frames (T, H, W, 3) uint8, mask); labels, colours: per part name, for the
+    legend (default: the part names). Returns the figure.
     """
     import matplotlib.pyplot as plt
 
@@ -351,56 +354,13 @@ def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int]
         show_strip(frames, mask, ax=ax, labels=[""] * len(frames),
                    title=f"#{row['rank']} {row['video_id']}  S = {row['score']:.3f}{mark}", title_size=8)
     ax = fig.add_subplot(grid[:, 1])
-    score_bars(ax, [r["global"] for r in rows], [r["local"] for r in rows] if rows and rows[0].get("local") is not None else None,
+    names = list(rows[0]["parts"]) if rows else []
+    labels, colours = labels or {}, colours or {}
+    score_bars(ax, {labels.get(n, n): [r["parts"][n] for r in rows] for n in names},
                [f"#{r['rank']} {r['video_id']}" for r in rows], [bool(r.get("match")) for r in rows],
-               title="score parts")
+               title="score parts", colours=[colours.get(n, f"C{i}") for i, n in enumerate(names)])
     fig.suptitle(title or f"\"{caption}\"", fontsize=10, x=0.02, ha="left")
     return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# efficiency (the JSON written by ``glscl bench``)
-# ----------------------------------------------------------------------------------------------
-
-COST_LABELS = {"flops": ("GFLOP (2 per multiply-add)", 1e-9), "time": ("seconds (wall clock)", 1.0),
-               "peak_bytes": ("peak tensor memory (MiB)", 2.0 ** -20)}
-
-
-def plot_cost_growth(record: dict, keys: Sequence[str] = ("flops", "time"), axes=None, heads: Sequence[str] | None = None):
-    """Log-log cost of the similarity stage vs gallery size, one line per head of a bench record.
-
-    Filled markers: measured; hollow: extrapolated (or analytic). ``record``: bench.json as loaded
-    (cell keys may be strings). Returns the axes.
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.6))
-    axes = np.atleast_1d(axes)
-    n = record["settings"]["texts"]
-    names = list(heads) if heads is not None else list(record["heads"])
-    for i, name in enumerate(names):
-        h = record["heads"][name]
-        sizes = sorted(h["cells"], key=float)
-        colour = f"C{i % 10}"
-        for ax, key in zip(axes, keys):
-            label, scale = COST_LABELS.get(key, (key, 1.0))
-            pts = [(float(m), h["cells"][m][key] * scale, h["cells"][m].get("measured", False))
-                   for m in sizes if h["cells"][m].get(key) is not None]
-            if not pts:
-                continue
-            xs, ys, measured = zip(*pts)
-            ax.plot(xs, ys, "-", color=colour, alpha=0.8, label=h.get("title", name))
-            for x, y, meas in pts:
-                ax.plot([x], [y], "o", color=colour, markerfacecolor=colour if meas else "white", ms=5)
-            ax.set_ylabel(label)
-    for ax in axes:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(f"gallery size M (videos), {n} texts")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[-1].legend(fontsize=7, loc="upper left")
-    return axes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,329 @@
+"""Drawing a world (``sample_world``), writing it in MSR-VTT's layout (``generate_world``), reading it back."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+from tqdm.auto import tqdm
+
+from glscl.data.adapters.msrvtt import CAPTIONS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
+from glscl.data.splits import SPLITS
+from glscl.data.world.render import render_clip
+from glscl.data.world.specs import (
+    COLOURS,
+    DISK_SPLITS,
+    KINDS,
+    MOTIONS,
+    SHAPES,
+    SIZES,
+    ClipSpec,
+    ObjectSpec,
+    World,
+    WorldConfig,
+    WorldVideo,
+    object_radius,
+    reverse_clip,
+)
+
+MP4_PARAMS = ("-crf", "4", "-threads", "1", "-movflags", "+faststart")  # near-lossless, one thread per file
+WORLD_FORMAT = "glscl-world/1"
+WORLD_FILE = "world.json"  # the config and every clip's spec; written last, so its presence means complete
+IN_PROGRESS = ".world-in-progress"  # marker present while generate_world writes a world
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _place(rng: np.random.Generator, objects: Sequence[ObjectSpec], cfg: WorldConfig,
+           rounds: int = 20, tries: int = 20) -> tuple[ObjectSpec, ...]:
+    """Draws start positions keeping every object inside the frame for the whole clip.
+
+    Objects are placed one after the other, each redrawn up to ``tries`` times until it stays more
+    than the two radii + 2 px away from every object placed before it whenever both are visible;
+    a round where some object finds no such place starts over, up to ``rounds`` times (after that
+    the last round is kept: later objects are drawn on top).
+    """
+    for _ in range(rounds):
+        placed: list[ObjectSpec] = []
+        all_clear = True
+        for obj in objects:
+            for _ in range(tries):
+                candidate = _random_position(rng, obj, cfg)
+                clear = not any(objects_overlap(candidate, other, cfg.size) for other in placed)
+                if clear:
+                    break
+            placed.append(candidate)
+            all_clear = all_clear and clear
+        if all_clear:
+            break
+    return tuple(placed)
+
+
+def _random_position(rng: np.random.Generator, obj: ObjectSpec, cfg: WorldConfig) -> ObjectSpec:
+    """obj with a start position drawn so that it stays inside the frame in every frame."""
+    radius = object_radius(obj.size, cfg.size)
+    low, high = radius + 1, cfg.size - 2 - radius
+    travel = obj.speed * (cfg.frames - 1)
+    dx, dy = MOTIONS[obj.motion] if obj.motion else (0, 0)
+    x = int(rng.integers(low + travel * (dx < 0), high - travel * (dx > 0) + 1))
+    y = int(rng.integers(low + travel * (dy < 0), high - travel * (dy > 0) + 1))
+    return replace(obj, x=x, y=y)
+
+
+def objects_overlap(a: ObjectSpec, b: ObjectSpec, frame_size: int) -> bool:
+    """Whether the two come within their radii + 2 px of each other in a frame showing both."""
+    gap = object_radius(a.size, frame_size) + object_radius(b.size, frame_size) + 2
+    for t in range(max(a.visible_from, b.visible_from), min(a.visible_to, b.visible_to)):
+        (ax, ay), (bx, by) = a.centre(t), b.centre(t)
+        if (ax - bx) ** 2 + (ay - by) ** 2 < gap * gap:
+            return True
+    return False
+
+
+def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipSpec:
+    """A random clip of this caption kind (appearances of all its objects distinct)."""
+    n_named = 1 if kind == "single" else 2
+    all_looks = [(s, c, z) for s in SHAPES for c in COLOURS for z in SIZES]
+    looks = [all_looks[i] for i in rng.choice(len(all_looks), n_named + cfg.distractors, replace=False)]
+    motions = list(MOTIONS)
+    objects = []
+    for i, (shape, colour, size) in enumerate(looks):
+        moving = i == 0 or (i == 1 and kind == "while")
+        motion = motions[rng.integers(len(motions))] if moving else None
+        visible_from, visible_to = 0, cfg.frames
+        if i == 1 and kind == "then":
+            change = int(rng.integers(1, cfg.frames))
+            visible_from, visible_to = (change, cfg.frames) if rng.random() < 0.5 else (0, change)
+        speed = cfg.speed if moving else 0
+        objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, speed, visible_from, visible_to))
+    return ClipSpec(kind, _place(rng, objects, cfg))
+
+
+def _vary_one_detail(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig) -> ClipSpec | None:
+    """The clip with one captioned detail changed (new positions), or None if the change makes two
+    objects look alike."""
+    options = [(i, attr) for i in range(clip.n_named) for attr in ("shape", "colour", "size", "motion")
+               if attr != "motion" or clip.objects[i].motion]
+    if clip.kind == "then":
+        options.append((1, "event"))
+    index, attr = options[rng.integers(len(options))]
+    obj = clip.objects[index]
+    if attr == "event":
+        changed = replace(obj, visible_from=0, visible_to=obj.visible_from) if obj.visible_from > 0 \
+            else replace(obj, visible_from=obj.visible_to, visible_to=cfg.frames)
+    else:
+        values = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "motion": tuple(MOTIONS)}[attr]
+        others = [v for v in values if v != getattr(obj, attr)]
+        changed = replace(obj, **{attr: others[rng.integers(len(others))]})
+    objects = list(clip.objects)
+    objects[index] = changed
+    if len({o.appearance for o in objects}) < len(objects):
+        return None
+    return ClipSpec(clip.kind, _place(rng, objects, cfg))
+
+
+def _random_kind(rng: np.random.Generator, cfg: WorldConfig) -> str:
+    kinds = KINDS if cfg.max_objects == 2 else ("single",)
+    return kinds[rng.integers(len(kinds))]
+
+
+def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig,
+                             n: int) -> list[tuple[ClipSpec, int | None, int | None]]:
+    """n clips with distinct captions: (clip, index of its twin, index of the clip it varies).
+
+    About twin_share * n clips form reversed twin pairs ("then" clips when two objects are allowed:
+    the order of appearing is the probe), about detail_share * n vary one detail of an earlier clip.
+    """
+    n_pairs = min(round(cfg.twin_share * n / 2), n // 2)
+    n_detail = min(round(cfg.detail_share * n), max(0, n - 2 * n_pairs - 1))
+    n_plain = n - 2 * n_pairs - n_detail
+    items: list[tuple[ClipSpec, int | None, int | None]] = []
+    captions: set[str] = set()
+    budget = 1000 + 100 * n
+    while len(items) < n:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError(f"could not draw {n} clips with distinct captions; "
+                               "lower n_val/n_test or raise max_objects")
+        if len(items) < 2 * n_pairs:
+            clip = _sample_clip(rng, cfg, "then" if cfg.max_objects == 2 else "single")
+            twin = reverse_clip(clip, cfg.frames)
+            if clip.caption in captions or twin.caption in captions or clip.caption == twin.caption:
+                continue
+            first = len(items)
+            items += [(clip, first + 1, None), (twin, first, None)]
+            captions |= {clip.caption, twin.caption}
+            continue
+        if len(items) < 2 * n_pairs + n_plain:
+            clip, base = _sample_clip(rng, cfg, _random_kind(rng, cfg)), None
+        else:
+            base = int(rng.integers(len(items)))
+            clip = _vary_one_detail(rng, items[base][0], cfg)
+        if clip is not None and clip.caption not in captions:
+            items.append((clip, None, base))
+            captions.add(clip.caption)
+    return items
+
+
+def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
+    """All videos of the world described by cfg, without writing anything (deterministic in cfg).
+
+    Ids are "video0", "video1", ... : training videos first, then validation, then test; the
+    order inside each evaluation split is shuffled so twins and variants are not neighbours.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    videos = [WorldVideo(f"video{i}", "train", _sample_clip(rng, cfg, _random_kind(rng, cfg)))
+              for i in range(cfg.n_train)]
+    for split, n in (("val", cfg.n_val), ("test", cfg.n_test)):
+        items = _sample_evaluation_clips(rng, cfg, n)
+        order = rng.permutation(n)
+        new_position = {int(old): new for new, old in enumerate(order)}
+        ids = [f"video{len(videos) + new_position[i]}" for i in range(n)]
+        for old in order:
+            clip, twin, base = items[old]
+            videos.append(WorldVideo(ids[old], split, clip,
+                                     ids[twin] if twin is not None else None,
+                                     ids[base] if base is not None else None))
+    return videos
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
+    """Writes (T, H, W, 3) uint8 frames (H, W even) as H.264 yuv420p mp4 at fps frames per second, near-lossless
+    (crf 4; the 2x2 chroma subsampling of yuv420p leaves under 1/255 mean error, at colour edges).
+
+    Runs imageio-ffmpeg's ffmpeg binary directly with the raw frames on stdin: imageio's writer
+    starts ffmpeg through a pre-exec hook, which forces a full fork of the calling process, about
+    3x slower per video once torch is loaded.
+    """
+    height, width = frames.shape[1:3]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", *MP4_PARAMS, str(path)]
+    done = subprocess.run(command, input=np.ascontiguousarray(frames, np.uint8).tobytes(), capture_output=True)
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        raise RuntimeError(f"{path}: ffmpeg failed ({reason[0]})")
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _stored_config(root: Path) -> dict | None:
+    meta = root / WORLD_FILE
+    if not meta.exists():
+        return None
+    stored = json.loads(meta.read_text())
+    return stored["config"] if stored.get("format") == WORLD_FORMAT else None
+
+
+def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), progress: bool = True,
+                   workers: int = 2) -> Path:
+    """Writes the world described by cfg under root (MSR-VTT layout, see the module docstring).
+
+    Idempotent: returns at once when root/world.json holds the same config. world.json is written
+    last (atomically), so a killed run never leaves one claiming a complete world; a rerun redoes
+    the work. Refuses (FileExistsError) to write into a non-empty folder that is not a world.
+    ``workers`` mp4 files are encoded at once (each by its own ffmpeg process).
+    """
+    root = Path(root)
+    if _stored_config(root) == asdict(cfg):
+        return root
+    marker = root / IN_PROGRESS
+    if root.exists() and any(root.iterdir()) and not ((root / WORLD_FILE).exists() or marker.exists()):
+        raise FileExistsError(f"{root} is not empty and holds no generated world; refusing to write into it")
+    root.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    (root / WORLD_FILE).unlink(missing_ok=True)
+    shutil.rmtree(root / "videos", ignore_errors=True)
+    (root / "videos").mkdir()
+
+    videos = sample_world(cfg)
+
+    def write(video: WorldVideo) -> None:
+        write_mp4(root / "videos" / f"{video.video_id}.mp4", render_clip(video.clip, cfg), cfg.fps)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in tqdm(pool.map(write, videos), total=len(videos), desc="writing world videos", disable=not progress):
+            pass
+
+    _write_msrvtt_files(root, videos)
+    meta = {"format": WORLD_FORMAT, "config": asdict(cfg), "videos": [v.to_json(cfg.frames) for v in videos]}
+    meta["twin_pairs"] = [list(pair) for pair in World(root, cfg, tuple(videos)).twin_pairs]
+    _write_text_atomically(root / WORLD_FILE, json.dumps(meta, indent=1))
+    marker.unlink()
+    return root
+
+
+def _write_msrvtt_files(root: Path, videos: Sequence[WorldVideo]) -> None:
+    """The files the MSR-VTT adapter reads: captions and splits (split names as MSR-VTT's, see ``DISK_SPLITS``)."""
+    data = {
+        "videos": [{"video_id": v.video_id, "split": DISK_SPLITS[v.split], "id": i} for i, v in enumerate(videos)],
+        "sentences": [{"video_id": v.video_id, "caption": v.caption, "sen_id": i} for i, v in enumerate(videos)],
+    }
+    _write_text_atomically(root / CAPTIONS_FILE, json.dumps(data, indent=1))
+    ids = {split: [[v.video_id] for v in videos if v.split == split] for split in SPLITS}
+    _write_text_atomically(root / TRAIN_FILE, _csv_text(["video_id"], ids["train"]))
+    _write_text_atomically(root / VAL_FILE, _csv_text(["video_id"], ids["val"]))
+    test = [v for v in videos if v.split == "test"]
+    rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, v.caption] for i, v in enumerate(test)]
+    header = ["key", "vid_key", "video_id", "sentence"]
+    _write_text_atomically(root / TEST_FILE, _csv_text(header, rows))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_world(root: str | os.PathLike) -> World:
+    """Reads root/world.json (written last by generate_world, so its presence means complete)."""
+    root = Path(root)
+    meta = root / WORLD_FILE
+    if not meta.exists():
+        raise FileNotFoundError(f"{meta} not found: no complete world here (run generate_world)")
+    stored = json.loads(meta.read_text())
+    if stored.get("format") != WORLD_FORMAT:
+        raise ValueError(f"{meta}: format {stored.get('format')!r}, expected {WORLD_FORMAT!r}")
+    try:
+        videos = tuple(WorldVideo.from_json(v) for v in stored["videos"])
+    except ValueError as err:
+        raise ValueError(f"{meta}: {err}") from None
+    return World(root, WorldConfig(**stored["config"]), videos)
+
+
+def frame_caption_samples(world_root: str | os.PathLike,
+                          splits: Sequence[str] = ("train",)) -> list[tuple[str, int, str]]:
+    """(video id, frame index, caption of that frame) for every frame of the videos of these
+    splits (names from ``SPLITS``): image-text pairs for frame-level pre-training (training
+    videos only by default)."""
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown or isinstance(splits, str):
+        wrong = splits if isinstance(splits, str) else unknown[0]
+        raise ValueError(f"frame_caption_samples: splits must be a sequence of {', '.join(SPLITS)}; got {wrong!r}")
+    world = load_world(world_root)
+    return [(v.video_id, t, v.clip.frame_caption(t))
+            for v in world.videos if v.split in splits for t in range(world.config.frames)]
+
+

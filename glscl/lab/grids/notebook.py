@@ -1,0 +1,99 @@
+"""The run notebook (``glscl/lab/run.ipynb``, shipped with the package) and what passes between it and the grid runner.
+
+In: the notebook's parameters (papermill injects them)
+
+    name           results folder name: <out_dir>/<name> (a grid's run id)
+    out_dir        where results folders are written
+    base           a preset ('embedded') or a config YAML: ``glscl.config.build_config``'s base
+    overrides      dotted config keys -> values, e.g. {"model.num_queries": 4, "train.seed": 1}
+    quick          smoke test: ``quick_overrides`` on top (preset embedded-quick's schedule, world at <root>-quick)
+    prepare_world  generate the world and pre-train the tiny CLIP first (reused when present)
+    progress       progress bars
+
+Out: ``<out_dir>/<name>/record.json`` (``RECORD_FILE``), written atomically as the run's last step by
+``run_and_record``: the metrics record of ``glscl.engine.run.run`` (what metrics.json holds) plus
+
+    prepare_s      seconds spent preparing the world and the tiny CLIP (0 when not asked for)
+    run_s          seconds inside ``run()`` (data, cache, training, evaluation)
+
+A run is finished exactly when its record.json exists. Besides it, the results folder holds what
+``run()`` writes (config.yaml, metrics.json, curve.csv, checkpoints/, ...).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from glscl.config import RunConfig, build_config, describe
+
+RECORD_FILE = "record.json"
+QUICK_PRESET, FULL_PRESET = "embedded-quick", "embedded"
+WORLD_PATH_KEYS = ("data.root", "data.video_dir", "data.cache_dir", "model.pretrained")
+
+
+def notebook_path() -> Path:
+    """The run notebook shipped in the installed package (package data of ``glscl.lab``)."""
+    path = Path(str(resources.files("glscl.lab") / "run.ipynb"))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the run notebook is missing from the glscl package (package data glscl/lab/run.ipynb)")
+    return path
+
+
+def flat(cfg: RunConfig) -> dict[str, Any]:
+    """Every field of ``cfg`` by its dotted name ('model.num_queries' -> cfg.model.num_queries)."""
+    return {k: functools.reduce(getattr, k.split("."), cfg) for k, _, _ in describe()}
+
+
+def quick_overrides(cfg: RunConfig) -> dict[str, Any]:
+    """What ``quick`` changes: the fields preset embedded-quick sets differently from embedded (its
+    short schedule), and on the world the paths under data.root moved to ``<root>-quick``, where
+    ``prepare_embedded(quick=True)`` puts its small world, so a quick run never replaces the full one."""
+    full, quick = flat(build_config(FULL_PRESET)), flat(build_config(QUICK_PRESET))
+    changes = {k: v for k, v in quick.items() if full[k] != v}
+    if cfg.data.dataset == "world":
+        root = cfg.data.root.rstrip("/")
+        current = flat(cfg)
+        for key in WORLD_PATH_KEYS:
+            value = current[key]
+            if isinstance(value, str) and (value == root or value.startswith(root + "/")):
+                changes[key] = root + "-quick" + value[len(root):]
+    return changes
+
+
+def run_config(base: str | None, overrides: dict | None = None, *, name: str | None = None, out_dir: str | None = None,
+               quick: bool = False) -> RunConfig:
+    """One run's config: ``build_config(base, overrides + name + out_dir)``, then ``quick_overrides`` with ``quick``."""
+    extra = {k: v for k, v in (("name", name), ("out_dir", out_dir)) if v is not None}
+    cfg = build_config(base, {**(overrides or {}), **extra})
+    return build_config(cfg, quick_overrides(cfg)) if quick else cfg
+
+
+def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = False, progress: bool = True) -> dict:
+    """Prepare the world (optional), ``run(cfg)``, and write ``<out_dir>/<name>/record.json``; returns the record."""
+    from glscl.engine.demo import prepare_embedded
+    from glscl.engine.run import run
+
+    t0 = time.perf_counter()
+    if prepare_world and cfg.data.dataset == "world":
+        prepare_embedded(cfg.data.root, quick=quick, progress=progress)
+    t1 = time.perf_counter()
+    record = run(cfg, progress=progress)
+    record = {**record, "prepare_s": t1 - t0, "run_s": time.perf_counter() - t1}
+    path = Path(cfg.out_dir) / cfg.name / RECORD_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+    return record
+
+
+def read_record(run_dir: str | Path) -> dict:
+    """A run's record.json ({} when absent or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}

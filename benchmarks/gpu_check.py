@@ -1,6 +1,6 @@
 """GPU check: one command that prints the cost of the four heavy paths of the package, as one table.
 
-    python benchmarks/gpu_check.py             # one CUDA GPU, about 2-4 minutes (at most 8)
+    python benchmarks/gpu_check.py             # one CUDA GPU; sized to finish within 8 minutes
     python benchmarks/gpu_check.py --smoke     # tiny sizes on the CPU, seconds (what the test runs)
 
 Rows (full sizes; ``--smoke`` shrinks every one of them):
@@ -23,37 +23,37 @@ Rows (full sizes; ``--smoke`` shrinks every one of them):
 
 Without CUDA (and without ``--smoke``) it stops with a one-line message.
 
-Running it on a GPU machine without internet that already has torch. The package needs, besides
-torch: open_clip_torch, ftfy (and its wcwidth), regex, safetensors, decord, imageio-ffmpeg,
-numpy, pyyaml, tqdm, and torchvision + pillow (open_clip imports torchvision at start-up).
-open_clip does not need timm or huggingface_hub for these rows (it imports them only when present).
-Check first what is already there::
+Running it on a GPU machine without internet that already has torch. Besides torch the rows need
+these modules (pip names in brackets): open_clip (open_clip_torch), ftfy, wcwidth, regex, decord,
+imageio_ffmpeg (imageio-ffmpeg), safetensors, yaml (pyyaml), tqdm, numpy, and torchvision with PIL
+(pillow), which open_clip imports at start-up. timm and huggingface_hub are not needed (open_clip
+imports them only when present). Run on the target, the script first says, in one line, which of
+these pip packages are missing (``gpu_check: missing Python packages: ...``) and stops.
 
-    python -c "import torch, torchvision, numpy, PIL, yaml, tqdm; print(torch.__version__, torchvision.__version__)"
+On a machine with internet, download their wheels for the target's Python (e.g. 3.12) at the
+versions of requirements.txt (ftfy, wcwidth and regex: open_clip's dependencies, at the versions of
+the project's environment), leaving out those the target already has::
 
-On a machine with internet, download the wheels for the target's Python (here 3.12) with the
-versions of requirements.txt::
+    pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \\
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --dest wheels \\
+        open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 regex==2026.11.19 decord==0.6.0 \\
+        imageio-ffmpeg==0.8.1 safetensors==0.8.0 pyyaml==6.0.3 tqdm==4.70.1 numpy==2.4.6
 
-    pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \\
-        --dest wheels open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4 regex==2026.11.19 \\
-        safetensors==0.8.0 decord==0.6.0 imageio-ffmpeg==0.8.1 numpy==2.4.6 pyyaml==6.0.3 tqdm==4.70.1
-
-torchvision only if the import above fails, and then the build that matches the target's torch and
-its CUDA (``torch.__version__``, ``torch.version.cuda``): torch 2.11 pairs with torchvision 0.26,
-e.g. for a cu128 torch ``pip download --no-deps --only-binary=:all: --python-version 3.12
---platform manylinux_2_28_x86_64 --dest wheels torchvision==0.26.0 pillow
---index-url https://download.pytorch.org/whl/cu128`` (requirements.txt's torchvision 0.29.1 is
-built for torch 2.14 and does not import with another torch). Leave out numpy, pyyaml or tqdm where
-the import above shows them. Copy ``wheels/`` and this repository to the machine, then::
+imageio-ffmpeg only supplies an ffmpeg executable with libx264 (for writing the clips): its 0.8.1
+wheel is 68 MB, the 0.6.0 wheel 29 MB and serves as well. torchvision, if missing, must be the
+build for the target's torch and CUDA (``torch.__version__``, ``torch.version.cuda``; torch 2.11
+pairs with torchvision 0.26, torch 2.14 with requirements.txt's 0.29.1); a torchvision built for
+another torch fails to import. Copy ``wheels/`` and this repository to the target, then, in the
+repository (the script puts the repository on ``sys.path`` itself, no install needed)::
 
     pip install --no-deps wheels/*.whl
-    pip install --no-deps -e .          # or: export PYTHONPATH=$PWD
-    HF_HUB_OFFLINE=1 python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import platform
 import resource
@@ -67,6 +67,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's glscl, installed or not
+
+REQUIRED = {"open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "regex": "regex", "decord": "decord",
+            "imageio_ffmpeg": "imageio-ffmpeg", "safetensors": "safetensors", "yaml": "pyyaml", "tqdm": "tqdm",
+            "numpy": "numpy", "torchvision": "torchvision", "PIL": "pillow"}
+"""module -> pip package, for every third-party module the rows import besides torch."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +98,14 @@ class Sizes:
     eval_block: int
 
 
-FULL = Sizes("ViT-B-32", 12, 128, 5, 2, 32, 10, 96, (320, 240), 15, 30, (0, 4, 8), 8, 224, 1000, 100_000, 512, 32, 256)
+FULL = Sizes("ViT-B-32", 12, 128, 5, 2, 32, 20, 96, (320, 240), 15, 30, (0, 4, 8), 8, 224, 1000, 100_000, 512, 32, 256)
 SMOKE = Sizes("glscl-tiny", 4, 4, 2, 1, 2, 2, 4, (64, 48), 3, 4, (0, 2), 2, 64, 20, 100, 64, 32, 32)
 
 
 @dataclass
 class Row:
     name: str
-    value: float | None  # None: out of memory
+    value: float | None  # None: not measured (out of memory, or the part failed; the note says which)
     unit: str
     memory_gib: float | None
     note: str
@@ -127,6 +133,11 @@ class Meter:
         if self.cuda:
             return self.torch.cuda.max_memory_allocated(self.device) / 2**30
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def missing_packages() -> list[str]:
+    """pip names of the ``REQUIRED`` modules that cannot be found."""
+    return [pip for module, pip in REQUIRED.items() if importlib.util.find_spec(module) is None]
 
 
 def environment(device) -> list[str]:
@@ -294,10 +305,22 @@ def eval_rows(s: Sizes, device, meter: Meter) -> list[Row]:
                 f"S on the host: {sim.numel() * 4 / 2**30:.2f} GiB")]
 
 
+def measured(part: str, measure) -> list[Row]:
+    """The rows of one part, each printed as soon as it is measured; a failure becomes one row saying why."""
+    try:
+        rows = measure()
+    except Exception as e:  # one broken part must not hide the others' figures
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        rows = [Row(part, None, "-", None, f"failed: {type(e).__name__}: {reason}")]
+    for r in rows:
+        print(f"  {r.name}: {'-' if r.value is None else f'{r.value:.4g}'} {r.unit}  ({r.note})", flush=True)
+    return rows
+
+
 def format_table(rows: list[Row], memory_header: str) -> str:
     cells = [("measurement", "value", "unit", memory_header, "setting")]
     for r in rows:
-        cells.append((r.name, "OOM" if r.value is None else f"{r.value:.4g}", r.unit,
+        cells.append((r.name, "-" if r.value is None else f"{r.value:.4g}", r.unit,
                       "-" if r.memory_gib is None else f"{r.memory_gib:.2f}", r.note))
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     lines = [" | ".join(c[i].ljust(widths[i]) if i < 4 else c[i] for i in range(5)) for c in cells]
@@ -314,22 +337,31 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit(f"gpu_check: no CUDA device visible to torch {torch.__version__}; "
                          "run on a GPU machine, or with --smoke for the CPU smoke run")
+    missing = missing_packages()
+    if missing:
+        raise SystemExit(f"gpu_check: missing Python packages: {' '.join(missing)} "
+                         "(pip install --no-deps their wheels; see the docstring of benchmarks/gpu_check.py)")
     s, device = (SMOKE, torch.device("cpu")) if args.smoke else (FULL, torch.device("cuda"))
+    threads = torch.get_num_threads()
     if args.smoke:
         torch.set_num_threads(1)  # tiny tensors: extra threads only wait on each other on a busy machine
-    for line in environment(device):
-        print(line, flush=True)
-    meter = Meter(device)
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        rows = train_rows(s, device, meter, Path(tmp))
-        rows += cache_rows(s, device, meter)
-        rows += decode_rows(s, Path(tmp))
-        rows += eval_rows(s, device, meter)
+    try:
+        for line in environment(device):
+            print(line, flush=True)
+        meter = Meter(device)
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+            rows = []
+            for part, measure in (("train step", lambda: train_rows(s, device, meter, Path(tmp))),
+                                  ("cache build", lambda: cache_rows(s, device, meter)),
+                                  ("decode", lambda: decode_rows(s, Path(tmp))),
+                                  ("evaluation", lambda: eval_rows(s, device, meter))):
+                rows += measured(part, measure)
+    finally:
+        torch.set_num_threads(threads)
     print(format_table(rows, "peak CUDA GiB" if device.type == "cuda" else "peak RSS GiB"))
     print(f"total {time.perf_counter() - start:.0f} s", flush=True)
     return rows
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])

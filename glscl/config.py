@@ -12,6 +12,8 @@ Errors are one line and name the field::
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +56,15 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+def _finite(value: Any) -> bool:
+    """False for a float (or a tuple holding one) that is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -77,6 +88,8 @@ class _Section:
                 object.__setattr__(self, f.name, value)
             if not _type_ok(value, tp):
                 raise ConfigError(f"{name} = {value!r} has type {type(value).__name__}; expected {_type_name(tp)}")
+            if not _finite(value):
+                raise ConfigError(f"{name} = {value!r} is not a finite number")
             meta = f.metadata
             if meta.get("choices") is not None and value not in meta["choices"]:
                 raise ConfigError(f"{name} = {value!r} is not one of {list(meta['choices'])}")
@@ -143,6 +156,11 @@ class ModelConfig(_Section):
     local_weight: float = _field(0.5, "lambda in S = S_g + lambda * S_l.", min=0.0)
     interaction: str = _field("both", "GLSCL head: which interaction gives S: 'global' (S_g), 'local' (S_l) or 'both' (S_g + lambda S_l).", choices=("global", "local", "both"))
     dropout: float = _field(0.1, "Dropout inside the temporal transformer and the decoder.", min=0.0, max=1.0)
+    temporal_activation: str = _field("relu", "Activation inside the temporal transformer's MLP: 'relu', 'quick_gelu' (x sigmoid(1.702 x): CLIP4Clip's seqTransf, as in the released code, and OpenAI CLIP's own) or 'gelu' (the text layers of open_clip's other models, glscl-tiny included).", choices=("relu", "gelu", "quick_gelu"))
+    temporal_init: str = _field("random", "Initial weights of the temporal transformer: 'random', or 'clip' (CLIP4Clip's seqTransf, as in the released code): layer i copies layer i of the backbone's text transformer and the frame positions the first T rows of its text positional embedding (needs text width = embedding width and model.temporal_heads = the text heads).", choices=("random", "clip"))
+    temporal_dropout: float | None = _field(None, "Dropout inside the temporal transformer; None = model.dropout (the released code's seqTransf has none: 0).", min=0.0, max=1.0)
+    decoder_norm: str = _field("pre", "Layer norms of the local interaction decoder: 'pre' (before each sublayer, plus a final LayerNorm) or 'post' (after each residual sum, no final norm: PyTorch's default decoder layer, as in the released code).", choices=("pre", "post"))
+    query_init: str = _field("randn", "Initial queries of the local interaction: 'randn' (normal, std d^-1/2) or 'rand' (uniform on [0, 1), as in the released code).", choices=("randn", "rand"))
     freeze_backbone: bool = _field(False, "Keep the CLIP backbone frozen (required when training from the feature cache).")
     head: str = _field("glscl", "Similarity head and its training loss: 'glscl' (S = S_g + lambda S_l, see model.interaction; InfoNCE + ICL + IDL), 'mean_pooling' (CLIP4Clip's meanP: S = cos(t, mean of the real v_f), same temporal transformer; InfoNCE) or 'vtc' (ALPRO's video-text contrastive baseline: text [CLS] = end-of-text state, video [CLS] = mean of the temporal transformer's frame outputs, each projected to model.vtc_dim and L2-normalised, S = cosine, symmetric InfoNCE at a learned temperature). Queries, interaction and ICL/IDL belong to 'glscl' only. Every head trains from the feature cache or end to end.", choices=("glscl", "mean_pooling", "vtc"))
     vtc_dim: int = _field(256, "VTC: width of the text and video projection heads (ALPRO: 256).", min=1)
@@ -156,10 +174,12 @@ class LossConfig(_Section):
     section: typing.ClassVar[str] = "loss"
 
     variant: str = _field("paper", "'paper': ICL/IDL with the paper's meaning; 'released': the released code's formulas (names swapped there).", choices=("paper", "released"))
-    icl_weight: float = _field(0.1, "Weight of the Inter-Consistency Loss (matched visual and textual query k pulled together).", min=0.0)
-    idl_weight: float = _field(0.1, "Weight of the Intra-Diversity Loss (the K query outputs of one modality pushed apart).", min=0.0)
+    icl_weight: float = _field(0.1, "Weight of the Inter-Consistency Loss (matched visual and textual query k pulled together); 'paper' variant.", min=0.0)
+    idl_weight: float = _field(0.1, "Weight of the Intra-Diversity Loss (the K query outputs of one modality pushed apart); 'paper' variant.", min=0.0)
+    released_icl_weight: float = _field(1.0, "'released' variant: weight of its consistency term (released scripts: 1, the term is added unweighted).", min=0.0)
+    released_idl_weight: float = _field(1e-4, "'released' variant: weight of its margin-ranking diversity term (released scripts: alpha = 1e-4; the LSMDC script keeps the code's default 0.01).", min=0.0)
     released_margin: float = _field(0.1, "'released' variant: margin of the ranking loss on the video query cosine matrix.", min=0.0)
-    released_beta: float = _field(0.02, "'released' variant: beta of the per-query consistency term.", min=0.0)
+    released_beta: float = _field(0.02, "'released' variant: beta of the per-query consistency term (released scripts: 0.02 for MSR-VTT, 0.005 for the other datasets).", min=0.0)
     released_target: float = _field(0.75, "'released' variant: target cosine of the per-query consistency term.", min=-1.0, max=1.0)
     mask_false_negatives: bool = _field(True, "Exclude in-batch pairs whose captions are identical from the negatives.")
     max_logit_scale: float = _field(100.0, "Clamp of CLIP's learned logit scale exp(s).", min=1.0)
@@ -181,6 +201,12 @@ class DataConfig(_Section):
     val_size: int = _field(100, "Videos carved from train for validation when the dataset ships no validation split.", min=1)
     num_workers: int = _field(2, "DataLoader worker processes.", min=0)
     cache_dir: str | None = _field(None, "Feature cache folder; None trains end to end (decoding + backbone).")
+    video_ext: str | None = _field(None, "Extension of the video files, e.g. '.mp4'; None = the dataset's native one(s): msrvtt/world .mp4, msvd .avi or .mp4, didemo as named (or + .mp4), lsmdc .avi, activitynet .mp4, .mkv or .webm.")
+
+    def check(self) -> None:
+        ext = self.video_ext
+        if ext is not None and (not re.fullmatch(r"\.[A-Za-z0-9]+", ext)):
+            raise ConfigError(f"data.video_ext = {ext!r} is not an extension like '.mp4' (a dot, then letters or digits)")
 
 
 @dataclass(frozen=True)
@@ -202,6 +228,10 @@ class TrainConfig(_Section):
     amp: str = _field("auto", "Mixed precision on CUDA: 'auto' (bf16 if supported), 'bf16', 'fp16', 'off'. Always off on CPU.", choices=("auto", "bf16", "fp16", "off"))
     eval_every: int = _field(1, "Validate every N epochs; the best checkpoint is chosen on the validation split.", min=1)
     max_steps: int = _field(0, "Stop after this many steps (0 = all epochs); for smoke tests.", min=0)
+
+    def check(self) -> None:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas = {list(self.betas)} is out of range: each must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -242,6 +272,8 @@ class RunConfig(_Section):
     pem: PEMConfig = field(default_factory=PEMConfig, metadata={"help": "Prompt entity modeling (ALPRO)."})
 
     def check(self) -> None:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"device = {self.device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
         if self.loss.pem_weight > 0 and self.data.cache_dir:
             raise ConfigError(f"loss.pem_weight = {self.loss.pem_weight} needs pixels (prompt entity modeling trains end to end): unset data.cache_dir")
         if self.loss.pem_weight > 0 and self.pem.prompter is None and self.model.pretrained is None:
@@ -282,7 +314,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)} ({_yaml_problem(e)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
     base = data.pop("base", None)
@@ -290,6 +322,17 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return data
     parent = _resolve(base) if (PRESET_DIR / f"{base}.yaml").is_file() else _resolve(path.parent / base)
     return _merge(_read_yaml(parent, seen + (path.resolve(),)), data)
+
+
+def _yaml_where(e: yaml.YAMLError) -> str:
+    """' at line L, column C' of a YAML error (1-based), when it has a position."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return " ".join(str(problem).split())
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -302,7 +345,11 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple
         if "=" not in text:
             raise ConfigError(f"override '{text}' is not of the form section.key=value")
         key, raw = text.split("=", 1)
-        items.append((key.strip(), yaml.safe_load(raw)))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key.strip()}: {raw!r} is not a valid YAML value{_yaml_where(e)} ({_yaml_problem(e)})") from None
+        items.append((key.strip(), value))
     return items
 
 
@@ -330,7 +377,9 @@ def build_config(base: str | Path | RunConfig | None = None,
             node = node.setdefault(p, {}) if p in _SECTIONS else None
             if not isinstance(node, dict):
                 raise ConfigError(f"unknown config key '{key}'")
-        if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _SECTIONS) or (len(parts) == 1 and parts[0] in _SECTIONS):
+        if len(parts) == 1 and parts[0] in _SECTIONS:
+            raise ConfigError(f"'{key}' is a config section, not a field: set its fields, e.g. {key}.<field>=value")
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] not in _SECTIONS):
             raise ConfigError(f"unknown config key '{key}'")
         node[parts[-1]] = value
     try:

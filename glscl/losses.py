@@ -3,10 +3,11 @@
 Notation: a batch of B matched (text, video) pairs; S (B x B) similarities, row = text,
 column = video; c^t, c^v (B x K x d) the unit-norm query outputs of the local interaction.
 
-The released code swaps the two names: what it calls "IDL" is a diversity term on the video
-queries and what it calls "ICL" is a consistency term. ``released_diversity`` and
-``released_consistency`` reproduce its formulas under names that say what they do, so the
-difference between the paper's meaning and the released code can be ablated.
+The released code swaps the prefixes of the two names: its "Inter_Diversity" is a diversity term
+within the video queries and its "Intra_Consistency" a consistency term between the modalities.
+``released_diversity`` and ``released_consistency`` reproduce its formulas under names that say
+what they do, and ``loss.variant=released`` trains with them at the released scripts' weights, so
+the difference between the paper's meaning and the released code can be ablated.
 
 ``create_loss(cfg)`` returns the training loss of the configured head (GLSCL, mean pooling or VTC).
 """
@@ -73,11 +74,12 @@ def intra_diversity(text_queries: torch.Tensor, video_queries: torch.Tensor) -> 
 
 
 def released_diversity(video_queries: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
-    """The released code's "IDL" (a diversity term, video queries only).
+    """The released code's diversity term (video queries only), a margin ranking loss in both directions.
 
-    C = batch mean of the K x K cosine matrices of c^v; a margin ranking loss asks every
-    diagonal entry to exceed every off-diagonal entry of its row by ``margin``:
-        L = 1/(K (K-1)) sum_{k != l} max(0, margin - (C_kk - C_kl))
+    C = batch mean of the K x K cosine matrices of c^v. Every off-diagonal entry must fall
+    ``margin`` below the diagonal entry of its row (row term) and of its column (column term):
+        L = 1/(K (K-1)) sum_{k != l} [ max(0, margin + C_kl - C_kk) + max(0, margin + C_kl - C_ll) ]
+    C is symmetric, so the two terms are equal and L is twice the row term.
     """
     q = F.normalize(video_queries, dim=-1)
     k = q.shape[1]
@@ -85,15 +87,19 @@ def released_diversity(video_queries: torch.Tensor, margin: float = 0.1) -> torc
         return video_queries.new_zeros(())
     c = (q @ q.transpose(1, 2)).mean(0)
     off = ~torch.eye(k, dtype=torch.bool, device=q.device)
-    gap = c.diagonal()[:, None] - c
-    return F.relu(margin - gap)[off].mean()
+    diag = c.diagonal()
+    rows = F.relu(margin + c - diag[:, None])[off].mean()
+    cols = F.relu(margin + c - diag[None, :])[off].mean()
+    return rows + cols
 
 
 def released_consistency(text_queries: torch.Tensor, video_queries: torch.Tensor, beta: float = 0.02,
                          target: float = 0.75) -> torch.Tensor:
-    """The released code's "ICL" (a consistency term).
+    """The released code's consistency term (its "Intra_Consistency"), between the modalities.
 
         L = MSE(mean_b c^v_b, mean_b c^t_b) + beta * sum_k ( (sum_b cos(c^v_bk, c^t_bk)) / K - target )^2
+
+    MSE averages over the K x d entries of the batch means.
 
     The inner sum over the batch is divided by K, not by B, as in the released code (it looks
     like a bug: the term then depends on the batch size).
@@ -109,20 +115,24 @@ def glscl_loss(sim: torch.Tensor, logit_scale: torch.Tensor, text_queries: torch
                same_caption: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Total loss and its parts: L = InfoNCE + w_ICL * ICL + w_IDL * IDL (variant from ``cfg``).
 
+    'paper': ICL = ``inter_consistency``, IDL = ``intra_diversity``, weights ``icl_weight`` / ``idl_weight``;
+    'released': ICL = ``released_consistency``, IDL = ``released_diversity``, weights
+    ``released_icl_weight`` / ``released_idl_weight`` (the released scripts: 1 and 1e-4).
     Returns a dict with 'loss' (what is optimised) and each part, for logging.
     """
     parts = {"contrastive": info_nce(sim, logit_scale, max_scale=cfg.max_logit_scale,
                                      same_caption=same_caption if cfg.mask_false_negatives else None)}
+    total = parts["contrastive"]
     if text_queries is not None and video_queries is not None:
         if cfg.variant == "paper":
             parts["icl"] = inter_consistency(text_queries, video_queries)
             parts["idl"] = intra_diversity(text_queries, video_queries)
+            weights = cfg.icl_weight, cfg.idl_weight
         else:
             parts["icl"] = released_consistency(text_queries, video_queries, cfg.released_beta, cfg.released_target)
             parts["idl"] = released_diversity(video_queries, cfg.released_margin)
-    total = parts["contrastive"]
-    if "icl" in parts:
-        total = total + cfg.icl_weight * parts["icl"] + cfg.idl_weight * parts["idl"]
+            weights = cfg.released_icl_weight, cfg.released_idl_weight
+        total = total + weights[0] * parts["icl"] + weights[1] * parts["idl"]
     parts["loss"] = total
     return parts
 

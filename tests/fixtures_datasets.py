@@ -232,3 +232,37 @@ def _touch_videos(folder: Path, names: list[str]) -> None:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch()
+
+
+# ----------------------------------------------------------------------------- hostile and broken files
+
+
+class Hostile:
+    """Unpickling this creates the file ``marker``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def hostile_pickle(marker: Path) -> bytes:
+    """A plain pickle of a dict that runs ``open(marker, "w")`` when unpickled."""
+    return pickle.dumps({"weights": Hostile(marker)})
+
+
+def break_video(path: Path, how: str) -> Path:
+    """Replace a video file by a broken one: 'garbage' bytes, 'truncated' (first 300 bytes of the
+    real file), 'empty' (zero bytes) or 'missing' (removed)."""
+    data = path.read_bytes() if path.exists() else b""
+    path.unlink(missing_ok=True)
+    if how == "garbage":
+        path.write_bytes(b"this is not a video\n" * 50)
+    elif how == "truncated":
+        path.write_bytes(data[:300])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how != "missing":
+        raise ValueError(f"unknown way to break a video: {how!r}")
+    return path

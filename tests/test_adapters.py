@@ -358,7 +358,8 @@ def test_missing_csv_column_always_raises(tmp_path: Path, file: str, old: bytes,
 def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     root = fx.write_didemo(tmp_path)
     (root / "val_data.json").write_text('[\n{"video": "a.mp4",\n "description": }\n]')
-    with pytest.raises(DatasetError, match=r"val_data\.json: line 3: json: Expecting value"):
+    # line 3 is ' "description": }': the value is missing where '}' stands, column 17
+    with pytest.raises(DatasetError, match=r"val_data\.json: line 3, column 17: json: Expecting value"):
         load_didemo(root, "val", skip_bad=True)
 
 
@@ -381,3 +382,44 @@ def test_missing_video_files_only_checked_on_request(tmp_path: Path) -> None:
         load_lsmdc(root, "val", check_videos=True)
     val = load_lsmdc(root, "val", check_videos=True, skip_bad=True)
     assert val.num_videos == 1 and val.skipped[0][:2] == (str(root / "LSMDC16_annos_val.csv"), "line 2")
+
+
+# ----------------------------------------------------------------------------- data.video_ext, flat LSMDC, sources
+
+
+def test_lsmdc_accepts_a_flat_folder_of_mp4_files(tmp_path: Path) -> None:
+    root = fx.write_lsmdc(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    clips = [clip for clip, _ in fx.LSMDC["LSMDC16_annos_val.csv"]]
+    for clip in clips:
+        (flat / f"{clip}.mp4").touch()
+    val = load_lsmdc(root, "val", video_dir=flat, video_ext=".mp4", check_videos=True)
+    assert val.video_paths == tuple(flat / f"{clip}.mp4" for clip in clips)
+    # the native layout <movie>/<clip>.avi is still found first
+    assert load_lsmdc(root, "val").video_paths[0] == root / "videos" / "0011_Gandhi" / f"{clips[0]}.avi"
+
+
+@pytest.mark.parametrize("dataset, split, expected", [
+    ("msrvtt", "test", ["video6.webm", "video7.webm"]),
+    ("msvd", "test", ["-AwoiGR6c8M_10_14.webm", "-Cv5LsqKUXc_17_25.webm"]),
+    ("didemo", "test", ["test_video_1.webm", "test_video_2.webm"]),
+    ("lsmdc", "test", ["3034_IDES_OF_MARCH_00.03.10.000-00.03.12.000.webm", "3035_INSIDE_MAN_01.00.05.000-01.00.07.000.webm"]),
+    ("activitynet", "test", ["v_uqiMw7tQ1Cc.webm", "v_bXdq2zI1Ms0.webm"]),
+])
+def test_video_ext_is_used_by_every_adapter(tmp_path: Path, dataset: str, split: str, expected: list[str]) -> None:
+    root = fx.WRITERS[dataset](tmp_path)
+    loaded = load_dataset(dataset, root, split, video_dir=tmp_path / "none", video_ext=".webm")
+    assert [p.name for p in loaded.video_paths] == expected
+
+
+def test_native_extensions_when_video_ext_is_none(tmp_path: Path) -> None:
+    anet = load_activitynet(fx.write_activitynet(tmp_path), "test")
+    assert [p.suffix for p in anet.video_paths] == [".mp4", ".webm"]  # whichever exists (fixture: v_bXdq2zI1Ms0 is .webm)
+
+
+def test_every_split_names_its_annotation_file(tmp_path: Path) -> None:
+    root = fx.write_msrvtt(tmp_path)
+    assert load_msrvtt(root, "train", val_size=2).source == (str(root / "MSRVTT_train.9k.csv"),)
+    assert load_msrvtt(root, "test").source == (str(root / "MSRVTT_JSFUSION_test.csv"),)
+    assert load_msvd(fx.write_msvd(tmp_path), "val").source == (str(tmp_path / "msvd" / "val_list.txt"),)

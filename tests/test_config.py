@@ -59,3 +59,73 @@ def test_configs_are_frozen_and_every_field_documented():
     rows = describe()
     assert len(rows) > 40
     assert all(help_ for _, _, help_ in rows)
+
+
+def _float_fields():
+    """(section class, field name) of every float field, Optional[float] and float tuples included."""
+    import typing
+
+    from glscl.config import DataConfig, PEMConfig, TrainConfig
+    out = []
+    for cls in (ModelConfig, LossConfig, DataConfig, TrainConfig, PEMConfig):
+        for name, tp in typing.get_type_hints(cls).items():
+            if name != "section" and "float" in str(tp):
+                out.append((cls, name))
+    return out
+
+
+FLOAT_FIELDS = _float_fields()
+
+
+@pytest.mark.parametrize("cls, name", FLOAT_FIELDS, ids=[f"{c.section}.{n}" for c, n in FLOAT_FIELDS])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_every_float_field_refuses_non_finite_numbers(cls, name, bad):
+    default = getattr(cls(), name)
+    value = tuple(bad for _ in default) if isinstance(default, tuple) else bad
+    with pytest.raises(ConfigError) as e:
+        cls(**{name: value})
+    msg = str(e.value)
+    assert msg.startswith(f"{cls.section}.{name} = ") and "not a finite number" in msg and "\n" not in msg
+
+
+def test_float_fields_are_all_found():
+    names = {f"{c.section}.{n}" for c, n in FLOAT_FIELDS}
+    assert {"model.global_tau", "model.dropout", "train.lr", "train.betas", "data.sample_fps", "pem.temperature"} <= names
+
+
+def test_nan_from_yaml_is_refused_naming_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"^model\.global_tau = nan is not a finite number$"):
+        build_config(RunConfig(), ["model.global_tau=.nan"])
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: train\.lr = nan is not a finite number"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.betas=[1.0, 0.9]"], r"train\.betas = \[1\.0, 0\.9\] is out of range: each must be in \[0, 1\)"),
+    (["device=gpu"], r"device = 'gpu' is not a device"),
+    (["device=cuda:x"], r"device = 'cuda:x' is not a device"),
+    (["data.video_ext=mp4"], r"data\.video_ext = 'mp4' is not an extension like '\.mp4'"),
+    (["data.video_ext=.m/4"], r"data\.video_ext = '\.m/4' is not an extension"),
+    (["train.betas=[0.9"], r"override train\.betas: '\[0\.9' is not a valid YAML value at line 1, column 5"),
+    (["model=3"], r"'model' is a config section, not a field"),
+])
+def test_cross_field_and_format_checks(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(RunConfig(), overrides)
+
+
+def test_accepted_devices_and_video_ext():
+    for device in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert build_config(RunConfig(), {"device": device}).device == device
+    assert build_config(RunConfig(), {"data.video_ext": ".mp4"}).data.video_ext == ".mp4"
+    assert RunConfig().data.video_ext is None
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  num_queries: 4\n  dropout: [0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line 4, column 1 \(") as e:
+        load_config(p)
+    assert "\n" not in str(e.value)

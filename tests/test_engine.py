@@ -276,3 +276,119 @@ def test_load_run_of_a_vtc_run(tiny_world, tiny_clip, tmp_path):
     assert torch.allclose(sim, torch.load(tmp_path / "runs" / "tiny" / "test_similarity.pt", weights_only=True), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
         load_run(tmp_path / "runs" / "missing")
+
+
+# -- the results folder: which config made it, reruns, overwrite ---------------------------------------
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One feature cache for the tests below (its folders are keyed by content, so sharing is safe)."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+def test_fingerprint_ignores_only_the_fields_that_do_not_change_results(tiny_world, tiny_clip, tmp_path):
+    from glscl.config import build_config
+    from glscl.engine.results_folder import NOT_FINGERPRINTED, fingerprint, fingerprint_fields
+
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache")
+    assert set(NOT_FINGERPRINTED) == {"name", "out_dir", "device", "data.num_workers"}
+    same = build_config(cfg, {"name": "other", "out_dir": "elsewhere", "device": "auto", "data.num_workers": 7,
+                              "data.cache_dir": str(tmp_path / "another-cache")})
+    assert fingerprint(same) == fingerprint(cfg)
+    for key, value in {"model.num_queries": 2, "train.lr": 0.5, "data.root": "x", "data.cache_dir": None,
+                       "loss.variant": "released", "train.eval_every": 2, "data.video_ext": ".avi"}.items():
+        assert fingerprint(build_config(cfg, {key: value})) != fingerprint(cfg), key
+    fields = fingerprint_fields(cfg)
+    assert fields["data.cache_dir"] is True and "name" not in fields and fields["model.num_queries"] == 4
+    # every config field is fingerprinted except the four left out
+    from glscl.config import describe
+    assert set(fields) == {name for name, _, _ in describe()} - set(NOT_FINGERPRINTED)
+
+
+def test_rerun_resumes_only_the_same_config(tiny_world, tiny_clip, tmp_path, cache):
+    from glscl.config import build_config
+    from glscl.engine.results_folder import RunFolderError
+
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=cache, epochs=1)
+    d = tmp_path / "runs" / "tiny"
+    first = run(cfg, progress=False)
+    stored = json.loads((d / "fingerprint.json").read_text())
+    from glscl.engine.results_folder import fingerprint
+    assert stored["fingerprint"] == fingerprint(cfg) and stored["fields"]["train.epochs"] == 1
+    files = {p: p.read_bytes() for p in (d / "checkpoints").rglob("*") if p.is_file()}
+    # the same config again: nothing retrained, the training time of the first run kept
+    again = run(build_config(cfg, {"device": "auto", "data.num_workers": 1}), progress=False)
+    assert again["train_s"] == first["train_s"] and again["t2v_R@1"] == first["t2v_R@1"]
+    assert all(p.read_bytes() == b for p, b in files.items())
+    # another config: refused before anything is written, naming old -> new
+    with pytest.raises(RunFolderError) as e:
+        run(build_config(cfg, {"train.lr": 0.5, "loss.icl_weight": 0.3}), progress=False)
+    assert str(e.value).count("\n") == 0
+    assert "loss.icl_weight: 0.1 -> 0.3" in str(e.value) and "train.lr: 0.001 -> 0.5" in str(e.value)
+    assert all(p.read_bytes() == b for p, b in files.items())
+    # a folder written before fingerprints existed: the config of its checkpoints decides
+    (d / "fingerprint.json").unlink()
+    (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.5"))
+    with pytest.raises(RunFolderError, match=r"train\.lr: 0\.001 -> 0\.5"):
+        run(build_config(cfg, {"train.lr": 0.5}), progress=False)
+    # overwrite: the old folder is renamed, byte for byte, and the new config trains
+    new = run(build_config(cfg, {"train.lr": 0.5}), progress=False, overwrite=True)
+    old = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("tiny.old-")]
+    assert len(old) == 1 and all((old[0] / p.relative_to(d)).read_bytes() == b for p, b in files.items())
+    assert new["train_steps"] == 32 // 8 and json.loads((d / "fingerprint.json").read_text())["fields"]["train.lr"] == 0.5
+
+
+def test_a_field_added_later_at_its_default_counts_as_unchanged(tiny_world, tiny_clip, tmp_path, cache):
+    from glscl.config import build_config
+    from glscl.engine.results_folder import RunFolderError
+
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=cache, epochs=1)
+    run(cfg, progress=False)
+    path = tmp_path / "runs" / "tiny" / "fingerprint.json"
+    record = json.loads(path.read_text())
+    del record["fields"]["data.video_ext"]  # as if written before data.video_ext existed
+    path.write_text(json.dumps(record))
+    with pytest.raises(RunFolderError, match=r"data\.video_ext: \(not recorded\) -> '\.avi'"):
+        run(build_config(cfg, {"data.video_ext": ".avi"}), progress=False)
+    run(cfg, progress=False)  # at its default: the same run, resumed (and the record completed)
+    assert json.loads(path.read_text())["fields"]["data.video_ext"] is None
+
+
+def test_no_resume_starts_over_and_keeps_the_old_folder(tiny_world, tiny_clip, tmp_path, cache):
+    cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=cache, epochs=1)
+    run(cfg, progress=False)
+    metrics = (tmp_path / "runs" / "tiny" / "metrics.json").read_bytes()
+    run(cfg, progress=False, resume=False)
+    old = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("tiny.old-")]
+    assert len(old) == 1 and (old[0] / "metrics.json").read_bytes() == metrics
+
+
+def test_failed_validation_loses_no_finished_epoch(tiny_world, tiny_clip, tmp_path, monkeypatch, cache):
+    """Validation fails after epoch 2: checkpoints/last holds epoch 2; the rerun validates it first and
+    ends exactly where an uninterrupted run ends."""
+    import glscl.engine.train as train_module
+    from glscl.data.video import VideoError
+
+    a = tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache, epochs=3)
+    ra = run(a, progress=False)
+    b = tiny_run_config(tiny_world, tiny_clip, tmp_path / "b", cache_dir=cache, epochs=3)
+    real, calls = train_module.evaluate_cached, {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise VideoError("val.mp4: cannot be opened as a video")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_module, "evaluate_cached", flaky)
+    with pytest.raises(VideoError):
+        run(b, progress=False)
+    state = torch.load(tmp_path / "b" / "tiny" / "checkpoints" / "last" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["pending_validation"] and len(json.loads(state["curve"])) == 2
+    monkeypatch.setattr(train_module, "evaluate_cached", real)
+    rb = run(b, progress=False)
+    for which in ("last", "best"):
+        wa, wb = _weights(tmp_path / "a" / "tiny" / "checkpoints" / which), _weights(tmp_path / "b" / "tiny" / "checkpoints" / which)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), which
+    assert rb["best_val_score"] == ra["best_val_score"] and rb["t2v_R@1"] == ra["t2v_R@1"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a" / "tiny" / "curve.csv").drop(columns=["clips_per_s", "data_wait_share"]),
+                                  pd.read_csv(tmp_path / "b" / "tiny" / "curve.csv").drop(columns=["clips_per_s", "data_wait_share"]))

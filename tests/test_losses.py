@@ -78,14 +78,36 @@ def test_idl_lowest_for_orthogonal_highest_for_identical_queries():
     assert abs(intra_diversity(same, eye).item() - 0.5) < 1e-6
 
 
-def test_released_diversity_matches_formula():
-    # two queries in 2-d for batch of 2: cos matrices computed by hand
-    v = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],          # cos = 1 between queries
-                      [[1.0, 0.0], [0.0, 1.0]]])         # cos = 0
-    # batch-mean cosine matrix C = [[1, .5], [.5, 1]]; gaps = 0.5; margin 0.1 -> relu(0.1-0.5) = 0
-    assert released_diversity(v, margin=0.1).item() == 0.0
-    # margin 0.7 -> relu(0.7 - 0.5) = 0.2 on both off-diagonal entries
-    assert abs(released_diversity(v, margin=0.7).item() - 0.2) < 1e-6
+def _margin_ranking_both(c, margin):
+    """The released margin ranking loss, direction 'both', on a K x K matrix (lists), written out:
+    row term  sum_{k != l} max(0, margin + C_kl - C_kk) / (K (K-1)), plus
+    column term sum_{k != l} max(0, margin + C_kl - C_ll) / (K (K-1))."""
+    k = len(c)
+    off = [(a, b) for a in range(k) for b in range(k) if a != b]
+    rows = sum(max(0.0, margin + c[a][b] - c[a][a]) for a, b in off) / (k * (k - 1))
+    cols = sum(max(0.0, margin + c[a][b] - c[b][b]) for a, b in off) / (k * (k - 1))
+    return rows + cols
+
+
+def test_released_diversity_is_the_margin_ranking_loss_in_both_directions():
+    # B = 2, K = 3 unit queries in 3-d; cosines by hand: batch 0: c01 = .6, c02 = 0, c12 = 0;
+    # batch 1: c01 = 1, c02 = .8, c12 = .8 -> batch mean C01 = .8, C02 = .4, C12 = .4, diagonal 1
+    v = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]],
+                      [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.8, 0.6, 0.0]]])
+    c = [[1.0, 0.8, 0.4], [0.8, 1.0, 0.4], [0.4, 0.4, 1.0]]
+    # margin 0.3: only (0, 1) and (1, 0) violate, by 0.3 + 0.8 - 1 = 0.1 each, in the row term and
+    # again in the column term: (0.2 + 0.2) / 6
+    assert _margin_ranking_both(c, 0.3) == pytest.approx(0.4 / 6)
+    assert released_diversity(v, margin=0.3).item() == pytest.approx(0.4 / 6, abs=1e-6)
+    assert released_diversity(v, margin=0.1).item() == 0.0  # no pair within 0.1 of the diagonal
+    # margin 0.7: (0,1), (1,0) by 0.5, the four others by 0.1: rows (1.0 + 0.4) / 6, and the columns again
+    assert released_diversity(v, margin=0.7).item() == pytest.approx(2 * 1.4 / 6, abs=1e-6)
+    # random queries: the batch-mean cosine matrix through the written-out loss
+    q = torch.randn(5, 4, 6)
+    qn = F.normalize(q, dim=-1)
+    cm = (qn @ qn.transpose(1, 2)).mean(0).tolist()
+    for margin in (0.1, 0.5, 1.5):
+        assert released_diversity(q, margin).item() == pytest.approx(_margin_ranking_both(cm, margin), abs=1e-6)
 
 
 def test_released_consistency_matches_formula():
@@ -108,9 +130,12 @@ def test_glscl_loss_weights_and_variants():
     paper = glscl_loss(s, scale, ct, cv, LossConfig(icl_weight=0.3, idl_weight=0.7))
     expected = info_nce(s, scale) + 0.3 * inter_consistency(ct, cv) + 0.7 * intra_diversity(ct, cv)
     assert torch.allclose(paper["loss"], expected)
-    rel = glscl_loss(s, scale, ct, cv, LossConfig(variant="released", icl_weight=1.0, idl_weight=1e-4))
-    expected = info_nce(s, scale) + released_consistency(ct, cv) + 1e-4 * released_diversity(cv)
+    # the released variant trains at its own weights (released scripts: 1 and alpha = 1e-4), whatever the paper's are
+    rel = glscl_loss(s, scale, ct, cv, LossConfig(variant="released", icl_weight=0.3, idl_weight=0.7))
+    expected = info_nce(s, scale) + 1.0 * released_consistency(ct, cv, beta=0.02) + 1e-4 * released_diversity(cv, 0.1)
     assert torch.allclose(rel["loss"], expected)
+    rel = glscl_loss(s, scale, ct, cv, LossConfig(variant="released", released_icl_weight=0.5, released_idl_weight=2.0))
+    assert torch.allclose(rel["loss"], info_nce(s, scale) + 0.5 * rel["icl"] + 2.0 * rel["idl"])
     only = glscl_loss(s, scale, None, None, LossConfig())
     assert set(only) == {"contrastive", "loss"}
 

@@ -52,6 +52,23 @@ def test_padded_frames_get_exactly_zero_weight_and_weights_renormalise():
         assert torch.allclose(s[:, j], F.cosine_similarity(t, vbar, dim=-1), atol=1e-5)
 
 
+def test_masking_padded_frames_after_the_softmax_cannot_change_S_g():
+    """The released code takes the softmax over all T frames (padded ones included, whatever they hold) and
+    multiplies by the mask afterwards, without renormalising: its v_bar is ours times Z_real / Z_all > 0,
+    and the cosine ignores the scale, so S_g is the same."""
+    torch.manual_seed(4)
+    t = torch.randn(3, 6)
+    v = torch.randn(4, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    v[~mask] = 5 * torch.randn(int((~mask).sum()), 6)  # padded frames hold large garbage
+    tau = 3.0
+    w = torch.stack([torch.softmax(t @ v[j].T / tau, dim=-1) * mask[j] for j in range(4)], 1)  # N x M x T, mask after
+    assert (w.sum(-1)[:, [0, 2, 3]] < 1 - 1e-3).all()  # the released weights do not sum to 1 on padded videos
+    vbar = torch.stack([w[:, j] @ v[j] for j in range(4)], 1)
+    released = F.cosine_similarity(t[:, None], vbar, dim=-1)
+    assert torch.allclose(global_similarity(t, v, mask, tau), released, atol=1e-5)
+
+
 def test_global_interaction_module_has_no_parameters():
     head = GLSCL(small_cfg(interaction="global", temporal_layers=0), width=8)
     assert [n for n, _ in head.named_parameters()] == ["logit_scale"]

@@ -47,14 +47,16 @@ def weights_digest(module: torch.nn.Module) -> str:
 
 
 def cache_key(backbone, split: RetrievalSplit, num_frames: int, sample_fps: float, weights: str | None = None) -> str:
-    """Hash of everything that changes the cached features (``weights``: a precomputed ``weights_digest``)."""
+    """Hash of everything that changes the cached features (``weights``: a precomputed ``weights_digest``).
+
+    Video paths enter resolved, so 'data/world/videos/x.mp4' and its absolute spelling hit the same cache."""
     h = hashlib.sha256()
     meta = {"weights": weights or weights_digest(backbone.clip), "image_size": backbone.image_size,
             "mean": list(backbone.preprocess_cfg["mean"]), "std": list(backbone.preprocess_cfg["std"]),
             "num_frames": num_frames, "sample_fps": sample_fps, "context_length": backbone.context_length,
             "vocab": list(backbone.tokenizer.vocab) if backbone.tokenizer.vocab is not None else None,
             "dataset": split.dataset, "split": split.name, "videos": list(split.video_ids),
-            "paths": [str(p) for p in split.video_paths], "captions": list(split.captions),
+            "paths": [str(Path(p).resolve()) for p in split.video_paths], "captions": list(split.captions),
             "caption_video": list(split.caption_video)}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()[:20]

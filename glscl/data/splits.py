@@ -23,6 +23,7 @@ class RetrievalSplit:
     captions: caption texts (a paragraph for paragraph-to-video datasets).
     caption_video: for each caption, the index of its video in ``video_ids``.
     skipped: (file, row, reason) of items dropped because the user asked to skip bad input.
+    source: the annotation file(s) that list the split's videos (named in error messages).
     """
 
     dataset: str
@@ -32,6 +33,7 @@ class RetrievalSplit:
     captions: tuple[str, ...]
     caption_video: tuple[int, ...]
     skipped: tuple[tuple[str, str, str], ...] = field(default=())
+    source: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if len(self.video_ids) != len(self.video_paths):

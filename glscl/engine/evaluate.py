@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 
 from glscl.data.dataset import ClipDataset
 from glscl.data.video import ClipTransform
-from glscl.engine.metrics import dual_softmax, qb_norm, retrieval_metrics
+from glscl.engine.diversity import QueryDiversity
+from glscl.engine.intervals import recall_intervals
+from glscl.engine.metrics import QB_NORM, dual_softmax, qb_norm, retrieval_metrics
 from glscl.model.backbone import Backbone, TextFeatures
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
 
@@ -51,7 +53,11 @@ def backbone_videos(backbone: Backbone, split, num_frames: int, sample_fps: floa
     (x_f * mask, mask) per block, on ``device``. ``progress``: the progress bar's title (None: no bar)."""
     transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
     loader = DataLoader(ClipDataset(split, num_frames, transform, sample_fps), batch_size=batch_size, num_workers=num_workers)
-    for batch in tqdm(loader, desc=progress, disable=progress is None, unit="batch"):
+    # tqdm gets the one iterator: given the loader, tqdm.auto's asyncio base calls iter() on it as well and
+    # starts a second, never-consumed set of workers, left to the garbage collector (which, in Jupyter,
+    # may run in the forked workers of the next loader: "can only test a child process" tracebacks)
+    batches = iter(loader)
+    for batch in tqdm(batches, total=len(loader), desc=progress, disable=progress is None, unit="batch"):
         mask = batch["frame_mask"].to(device)
         yield backbone.encode_frames(batch["pixels"].to(device)) * mask[..., None], mask
 
@@ -97,9 +103,24 @@ def similarity_matrix(head, text: TextEmbedding, videos: VideoBlocks, device="cp
 
 def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_video,
              device="cpu") -> tuple[torch.Tensor, dict[str, float]]:
-    """S and the retrieval metrics of ``head`` on one split: texts encoded first and kept, videos streamed."""
-    sim = similarity_matrix(head, encode_texts(head, texts, device), videos, device)
-    return sim, retrieval_metrics(sim, np.asarray(caption_video))
+    """S and the retrieval metrics of ``head`` on one split: texts encoded first and kept, videos streamed.
+
+    The metrics hold 95 % bootstrap intervals of the headline recalls over test queries
+    (``glscl.engine.intervals``: t2v_R@1_lo, t2v_R@1_hi, ...). For heads with queries they also hold their diversity (``glscl.engine.diversity``):
+    video_query_cos, video_query_erank, text_query_cos, text_query_erank."""
+    text = encode_texts(head, texts, device)
+    video_diversity, blocks = QueryDiversity(), []
+    for video in encode_videos(head, videos, device):
+        blocks.append(head.similarity(text, video).float().cpu())
+        if video.queries is not None:
+            video_diversity.add(video.queries.cpu())
+    sim = torch.cat(blocks, dim=1)
+    metrics = retrieval_metrics(sim, np.asarray(caption_video)) | recall_intervals(sim, np.asarray(caption_video))
+    if text.queries is not None:  # GLSCL's local interaction: how distinct are the K query outputs?
+        text_diversity = QueryDiversity()
+        text_diversity.add(text.queries.cpu())
+        metrics.update(video_diversity.record("video") | text_diversity.record("text"))
+    return sim, metrics
 
 
 def evaluate_cached(head, cache, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, dict[str, float]]:
@@ -116,16 +137,30 @@ def evaluate_decoded(model, split, num_frames: int, sample_fps: float = 1.0, dev
     return evaluate(model.head, texts, videos, split.caption_video, device)
 
 
-def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False,
-                bank_sim: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
-    """Metrics rows: 'plain' always; 'dsl' and 'qb-norm' (transductive) only when asked."""
-    rows = {"plain": retrieval_metrics(sim, caption_video)}
+def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False, bank_t2v: torch.Tensor | None = None,
+                bank_v2t: torch.Tensor | None = None, qb_beta: float | None = None,
+                v2t_protocol: str = "group") -> dict[str, dict[str, float]]:
+    """Metrics rows: 'plain' always; 'dsl' and 'qb-norm' (transductive) only when asked.
+
+    QB-Norm uses the published settings (``QB_NORM``; ``qb_beta`` replaces beta in both directions):
+    t2v with ``bank_t2v`` (bank captions x test videos) normalises the rows of S; v2t with
+    ``bank_v2t`` (bank videos x test captions) normalises the rows of S^T (videos x captions).
+    """
+    rows = {"plain": retrieval_metrics(sim, caption_video, v2t_protocol)}
+
+    def row(t2v: torch.Tensor | None, v2t: torch.Tensor | None) -> dict[str, float]:
+        out = {}
+        for direction, s in (("t2v", t2v), ("v2t", v2t)):
+            if s is not None:
+                out.update({k: v for k, v in retrieval_metrics(s, caption_video, v2t_protocol).items()
+                            if k.startswith(direction)})
+        return out
+
     if dsl:  # the prior is taken over the gallery side of each direction
-        t2v = retrieval_metrics(dual_softmax(sim), caption_video)
-        v2t = retrieval_metrics(dual_softmax(sim.T).T, caption_video)
-        rows["dsl (transductive)"] = {**{k: v for k, v in t2v.items() if k.startswith("t2v")},
-                                      **{k: v for k, v in v2t.items() if k.startswith("v2t")}}
-    if bank_sim is not None:  # QB-Norm re-normalises text-to-video rows only
-        normed = retrieval_metrics(qb_norm(sim, bank_sim), caption_video)
-        rows["qb-norm (transductive)"] = {k: v for k, v in normed.items() if k.startswith("t2v")}
+        rows["dsl (transductive)"] = row(dual_softmax(sim), dual_softmax(sim.T).T)
+    if bank_t2v is not None or bank_v2t is not None:
+        settings = {d: {**QB_NORM[d], **({"beta": qb_beta} if qb_beta is not None else {})} for d in QB_NORM}
+        rows["qb-norm (transductive)"] = row(
+            None if bank_t2v is None else qb_norm(sim, bank_t2v, **settings["t2v"]),
+            None if bank_v2t is None else qb_norm(sim.T, bank_v2t, **settings["v2t"]).T)
     return rows

@@ -92,6 +92,6 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
                                context_length=cfg.model.max_words, device=device)
     if vocab is not None:
         backbone.use_compact_vocab(vocab)
-    head = create_head(cfg.model, backbone.width).to(device)
+    head = create_head(cfg.model, backbone.width, backbone=backbone).to(device)
     load_weights(folder, head if cached else Retriever(backbone, head), ignore=("entity_head.",))
     return LoadedRun(cfg, vocab, backbone.eval(), head.eval())

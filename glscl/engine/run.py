@@ -12,6 +12,13 @@ prompt entity modeling (end to end only).
 
 The checkpoint evaluated on test is the one that scored best on the validation split. The
 results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads.
+
+Nothing silent, nothing lost. Before any data is read, the results folder is checked: when it
+holds a run of another config the run stops, naming the fields that differ
+(``glscl.engine.results_folder``). Then everything that can fail cheaply is checked before
+training starts: the splits (train, val and test may not share a video), ``train.batch_size``
+against the training captions, the videos of the evaluation splits (open + first frame, end to
+end; the feature cache decodes every split before training anyway) and the backbone's weights.
 """
 from __future__ import annotations
 
@@ -21,15 +28,16 @@ from pathlib import Path
 
 import torch
 
-from glscl.config import RunConfig
-from glscl.data import load_split
+from glscl.config import ConfigError, RunConfig
+from glscl.data import load_splits, require_readable_videos
 from glscl.data.cache import build_cache, weights_digest
 from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
 from glscl.engine.checkpoint import load_weights
 from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
-from glscl.engine.train import Trainer, decoded_batches, prepare_run_dir, resolve_device, seed_everything, train_from_cache
+from glscl.engine.results_folder import check_run_folder, run_folder, start_fresh, write_run_files
+from glscl.engine.train import Trainer, decoded_batches, resolve_device, seed_everything, train_from_cache
 from glscl.model.backbone import Tokenizer, create_backbone
 from glscl.model.factory import Retriever, create_head, end_to_end_encoder
 from glscl.pem import build_pem
@@ -76,23 +84,42 @@ def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
     return {"twin_accuracy": 100.0 * twin_accuracy(sim.numpy(), split.caption_video, twins)} if twins else {}
 
 
-def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_after_epoch: int | None = None) -> dict:
-    """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the metrics record."""
+def check_batch_size(cfg: RunConfig, train_split) -> None:
+    """``train.batch_size`` must fit in the training split (one step needs a full batch of captions)."""
+    if cfg.train.batch_size > train_split.num_captions:
+        source = f" ({', '.join(train_split.source)})" if train_split.source else ""
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} exceeds the {train_split.num_captions} captions "
+                          f"of the training split{source}")
+
+
+def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite: bool = False,
+        stop_after_epoch: int | None = None) -> dict:
+    """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the metrics record.
+
+    ``resume``: continue from ``checkpoints/last`` when the results folder holds a run of the same
+    config (False: start over; the old folder is renamed to ``<name>.old-<time>``). ``overwrite``:
+    also when the folder holds a run of another config (renamed the same way; nothing is deleted).
+    """
     dist.init()
+    if cfg.data.cache_dir and not cfg.model.freeze_backbone:
+        raise ConfigError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
     device = resolve_device(cfg.device)
+    check_run_folder(cfg, overwrite=overwrite)
     seed_everything(cfg.train.seed)
-    splits = {s: load_split(cfg.data, s) for s in SPLITS}
+    splits = load_splits(cfg.data)
+    check_batch_size(cfg, splits["train"])
+    if not cfg.data.cache_dir and not cfg.data.skip_bad:
+        for name in ("val", "test"):
+            require_readable_videos(splits[name])
     backbone, vocab = load_backbone(cfg, splits, device)
-    head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
     t0 = time.perf_counter()
     if cfg.data.cache_dir:
-        if not cfg.model.freeze_backbone:
-            raise ValueError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
         caches = build_caches(cfg, backbone, splits, device, progress)
         t_cache = time.perf_counter() - t0
+        start_fresh(cfg, resume=resume, overwrite=overwrite)
         run_dir, trainer = train_from_cache(cfg, head, caches["train"], caches["val"], device=device, progress=progress,
                                             resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)
-        t_train = time.perf_counter() - t0 - t_cache
         load_weights(run_dir / "checkpoints" / "best", head)
         t1 = time.perf_counter()
         sim, metrics = evaluate_cached(head, caches["test"], device)
@@ -101,7 +128,6 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
             backbone.requires_grad_(False)
         model = Retriever(backbone, head).to(device)
         t_cache = 0.0
-        run_dir = prepare_run_dir(cfg, device)
         ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, _transform(backbone),
                          cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
 
@@ -109,13 +135,15 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
         encode = end_to_end_encoder(model, patch_tokens=pem is not None)
         evaluate_split = lambda split: evaluate_decoded(model, split, cfg.model.num_frames, cfg.data.sample_fps, device,
                                                         num_workers=cfg.data.num_workers)
+        start_fresh(cfg, resume=resume, overwrite=overwrite)
+        run_dir = run_folder(cfg)
         trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
                           run_dir, device, validate=lambda: evaluate_split(splits["val"])[1],
                           vocab=vocab, progress=progress, pem=pem)
         if resume:
             trainer.resume()
+        write_run_files(cfg, device)
         trainer.fit(stop_after_epoch=stop_after_epoch)
-        t_train = time.perf_counter() - t0
         load_weights(run_dir / "checkpoints" / "best", model)
         t1 = time.perf_counter()
         sim, metrics = evaluate_split(splits["test"])
@@ -123,7 +151,7 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, stop_afte
     record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
               **metrics, **world_probes(cfg, sim, splits["test"]),
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
-              "cache_s": t_cache, "train_s": t_train, "eval_s": t_eval,
+              "cache_s": t_cache, "train_s": trainer.train_seconds, "eval_s": t_eval,
               "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
               "head": cfg.model.head, "pem_weight": cfg.loss.pem_weight,
               "skipped_items": sum(len(s.skipped) for s in splits.values())}

@@ -8,21 +8,22 @@
   checkpointed RNG state, so a run interrupted and resumed ends with the same weights;
 * validation on the validation split every ``eval_every`` epochs; the best checkpoint is chosen
   on it (t2v R@1 + R@5 + R@10), never on test;
-* a non-finite loss stops the run with a clear error and leaves the last good checkpoint;
+* each epoch's checkpoint (``last``) is saved before validation, so a failing validation loses
+  no finished epoch (a resumed run validates that epoch first);
+* a non-finite loss stops the run with a clear error naming the last good checkpoint, if any;
 * under torchrun, embeddings are all-gathered so the loss sees the global batch; only rank 0 writes;
 * the loss is the configured head's (``glscl.losses.create_loss``: GLSCL's, mean pooling's InfoNCE,
   or ALPRO's VTC); with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity
   modeling loss is added: L = L_head + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
 
-The results folder of a run (``<out_dir>/<name>``) holds config.yaml, environment.json,
-curve.csv, metrics.json and checkpoints/{last,best}.
+The results folder of a run (``<out_dir>/<name>``, see ``glscl.engine.results_folder``) holds
+config.yaml, fingerprint.json, environment.json, curve.csv, metrics.json and checkpoints/{last,best}.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import platform
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -34,18 +35,19 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from glscl.config import RunConfig, save_config
+from glscl.config import ConfigError, RunConfig
 from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint
+from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint, save_train_state
 from glscl.engine.evaluate import evaluate_cached
+from glscl.engine.results_folder import run_folder, write_run_files
 from glscl.losses import create_loss
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite; the last good checkpoint (if any) is kept."""
 
 
 def seed_everything(seed: int) -> None:
@@ -57,8 +59,14 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device = {name!r} but CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device = {name!r} but CUDA is not available on this machine (use device=cpu or device=auto)")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device = 'mps' but MPS is not available on this machine (use device=cpu or device=auto)")
     return torch.device(name)
 
 
@@ -85,15 +93,6 @@ def warmup_cosine(total_steps: int, warmup: float) -> Callable[[int], float]:
         progress = (step - warm) / max(1, total_steps - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return f
-
-
-def environment(cfg: RunConfig, device: torch.device) -> dict:
-    import open_clip
-    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
-            "numpy": np.__version__, "platform": platform.platform(), "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "processes": dist.world_size(), "global_batch": cfg.train.batch_size, "seed": cfg.train.seed,
-            "frames": cfg.model.num_frames, "checkpoint_selected_on": "val", "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -141,11 +140,11 @@ class Trainer:
         t = cfg.train
         self.world = dist.world_size()
         if t.batch_size % self.world:
-            raise ValueError(f"train.batch_size = {t.batch_size} is not divisible by the {self.world} processes")
+            raise ConfigError(f"train.batch_size = {t.batch_size} is not divisible by the {self.world} processes")
         self.local_batch = t.batch_size // self.world
         self.steps_per_epoch = batches.num_items // t.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"train.batch_size = {t.batch_size} exceeds the {batches.num_items} training captions")
+            raise ConfigError(f"train.batch_size = {t.batch_size} exceeds the {batches.num_items} captions of the training split")
         self.total_steps = self.steps_per_epoch * t.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
@@ -155,6 +154,7 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step, self.epoch, self.best_score, self.curve = 0, 0, -math.inf, []
+        self.train_seconds, self.pending_validation = 0.0, False
 
     def _amp_dtype(self):
         amp = self.cfg.train.amp
@@ -169,6 +169,7 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "step": self.step, "epoch": self.epoch, "best_score": self.best_score,
                 "torch_rng": torch.get_rng_state(), "curve": json.dumps(self.curve),
+                "train_seconds": self.train_seconds, "pending_validation": self.pending_validation,
                 **({"cuda_rng": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {})}
 
     def save(self, which: str) -> None:
@@ -188,9 +189,13 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.best_score = state["step"], state["epoch"], state["best_score"]
         self.curve = json.loads(state["curve"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.pending_validation = bool(state.get("pending_validation", False))
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if dist.is_main():
+            print(f"resuming {self.run_dir} (same config) after epoch {self.epoch} of {self.cfg.train.epochs}")
         return True
 
     # -- one step ------------------------------------------------------------------------------
@@ -208,9 +213,11 @@ class Trainer:
                 parts["loss"] = parts["loss"] + self.cfg.loss.pem_weight * parts["pem"]
         loss = parts["loss"]
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); stopped. "
-                f"Last good checkpoint: {self.run_dir / 'checkpoints' / 'last'}")
+            last = self.run_dir / "checkpoints" / "last"
+            kept = (f"last good checkpoint: {last} (epoch {self.epoch})" if (last / "model.safetensors").is_file()
+                    else "no checkpoint was saved yet (the first epoch did not finish)")
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch + 1}); "
+                                     f"stopped; {kept}; check train.lr, the loss weights and the data")
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -243,51 +250,72 @@ class Trainer:
         t = self.cfg.train
         if self.step == 0:  # dropout draws start from the seed, whatever ran before (cache building, ...)
             torch.manual_seed(t.seed)
+        self._validate_pending()  # a resumed run whose last epoch was saved but not yet validated
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step",
                    disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
-        while self.step < self.total_steps and self.epoch < t.epochs:
-            order = self._epoch_order(self.epoch)
-            first = self.step - self.epoch * self.steps_per_epoch  # > 0 only when max_steps cut an epoch
-            order = order[first: first + self.total_steps - self.step]
-            t0, n_clips, wait = time.perf_counter(), 0, 0.0
-            sums: dict[str, float] = {}
-            batches = iter(self.batches.iterate(order, self.epoch))
-            while True:
-                tw = time.perf_counter()
-                batch = next(batches, None)
-                wait += time.perf_counter() - tw
-                if batch is None:
+        try:  # the bar is closed whatever happens, so an error message starts on its own line
+            while self.step < self.total_steps and self.epoch < t.epochs:
+                t0 = time.perf_counter()
+                row = self._train_epoch(bar)
+                self.epoch += 1
+                self.curve.append(row)
+                self.train_seconds += time.perf_counter() - t0
+                self.pending_validation = self.validate is not None and (
+                    self.epoch % t.eval_every == 0 or self.epoch == t.epochs or self.step >= self.total_steps)
+                self.save("last")  # the finished epoch is kept whatever validation does
+                if dist.is_main():
+                    self._write_curve()
+                self._validate_pending()
+                if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
                     break
-                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                losses = self.train_step(batch)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n_clips += len(batch["video"]) * self.world
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['loss']:.3f}", clips_s=f"{n_clips / (time.perf_counter() - t0):.0f}")
-            n = max(1, self.step - self.epoch * self.steps_per_epoch)
-            row = {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
-                   "clips_per_s": n_clips / max(1e-9, time.perf_counter() - t0),
-                   "data_wait_share": wait / max(1e-9, time.perf_counter() - t0),
-                   **{f"train_{k}": v / n for k, v in sums.items()}}
-            self.epoch += 1
-            if self.validate is not None and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs or self.step >= self.total_steps):
-                val = self.validate()
-                row.update({f"val_{k}": v for k, v in val.items()})
-                score = val["t2v_R@1"] + val["t2v_R@5"] + val["t2v_R@10"]
-                if score > self.best_score:
-                    self.best_score = score
-                    self.save("best")
-            self.curve.append(row)
-            self.save("last")
-            if dist.is_main():
-                self._write_curve()
-            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
-                break
-        bar.close()
-        if self.validate is None and dist.is_main():  # no validation split: the last epoch is the result
+        finally:
+            bar.close()
+        if self.validate is None:  # no validation split: the last epoch is the result (save() writes on rank 0)
             self.save("best")
         return {"steps": self.step, "epochs": self.epoch, "best_val_score": self.best_score}
+
+    def _train_epoch(self, bar) -> dict:
+        """Train epoch ``self.epoch`` (what is left of it); returns its row of the curve."""
+        order = self._epoch_order(self.epoch)
+        first = self.step - self.epoch * self.steps_per_epoch  # > 0 only when max_steps cut an epoch
+        order = order[first: first + self.total_steps - self.step]
+        t0, n_clips, wait = time.perf_counter(), 0, 0.0
+        sums: dict[str, float] = {}
+        batches = iter(self.batches.iterate(order, self.epoch))
+        while True:
+            tw = time.perf_counter()
+            batch = next(batches, None)
+            wait += time.perf_counter() - tw
+            if batch is None:
+                break
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            losses = self.train_step(batch)
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_clips += len(batch["video"]) * self.world
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", clips_s=f"{n_clips / (time.perf_counter() - t0):.0f}")
+        n = max(1, self.step - self.epoch * self.steps_per_epoch)
+        return {"epoch": self.epoch + 1, "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                "clips_per_s": n_clips / max(1e-9, time.perf_counter() - t0),
+                "data_wait_share": wait / max(1e-9, time.perf_counter() - t0),
+                **{f"train_{k}": v / n for k, v in sums.items()}}
+
+    def _validate_pending(self) -> None:
+        """Validate the epoch just saved; keep ``best`` if it scores higher (t2v R@1 + R@5 + R@10)."""
+        if not self.pending_validation:
+            return
+        val = self.validate()
+        self.curve[-1].update({f"val_{k}": v for k, v in val.items()})
+        score = val["t2v_R@1"] + val["t2v_R@5"] + val["t2v_R@10"]
+        if score > self.best_score:
+            self.best_score = score
+            self.save("best")
+        self.pending_validation = False
+        if dist.is_main():
+            save_train_state(self.run_dir / "checkpoints" / "last", self._state())
+            self._write_curve()
+        dist.barrier()
 
     def _write_curve(self) -> None:
         keys = sorted({k for r in self.curve for k in r}, key=lambda k: (k not in ("epoch", "step", "lr"), k))
@@ -295,16 +323,6 @@ class Trainer:
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.curve)
-
-
-def prepare_run_dir(cfg: RunConfig, device: torch.device) -> Path:
-    run_dir = Path(cfg.out_dir) / cfg.name
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "environment.json").write_text(json.dumps(environment(cfg, device), indent=2))
-    dist.barrier()
-    return run_dir
 
 
 def cached_encoder(head):
@@ -321,11 +339,12 @@ def train_from_cache(cfg: RunConfig, head, train_cache, val_cache=None, *, devic
     """Train a head on cached features; returns the results folder and the trainer."""
     device = device or resolve_device(cfg.device)
     head.to(device)
-    run_dir = prepare_run_dir(cfg, device)
+    run_dir = run_folder(cfg)
     validate = (lambda: evaluate_cached(head, val_cache, device)[1]) if val_cache is not None else None
     trainer = Trainer(cfg, head, head, cached_encoder(head), cached_batches(train_cache), run_dir, device,
                       validate=validate, vocab=vocab, progress=progress)
     if resume:
         trainer.resume()
+    write_run_files(cfg, device)
     trainer.fit(stop_after_epoch=stop_after_epoch)
     return run_dir, trainer

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,17 +93,44 @@ class Tokenizer:
         return tuple(sorted(set(ids.unique().tolist()) | {0}))
 
 
-def _resolve(name: str, pretrained: str | None) -> tuple[str, str | None]:
+def _resolve(name: str, pretrained: str | None, setting: str = "model.pretrained") -> tuple[str, str | None]:
     if pretrained and pretrained.startswith("local-dir:"):
         folder = Path(pretrained[len("local-dir:"):])
         if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"pretrained='{pretrained}': {folder}/open_clip_config.json not found")
+            raise FileNotFoundError(f"{setting} = {pretrained!r}: {folder}/open_clip_config.json not found")
         return pretrained, None
     if pretrained and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
-        raise FileNotFoundError(f"pretrained checkpoint {pretrained} does not exist")
+        raise FileNotFoundError(f"{setting} = {pretrained!r}: the checkpoint file does not exist")
     if name not in open_clip.list_models():
         raise ConfigError(f"model.backbone = {name!r} is not an open_clip model; e.g. {', '.join(['glscl-tiny', 'ViT-B-32', 'ViT-B-16'])}")
+    if pretrained and not Path(pretrained).exists() and not open_clip.get_pretrained_cfg(name, pretrained):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise ConfigError(f"{setting} = {pretrained!r} is neither a file nor an open_clip tag of {name!r} (its tags: {tags})")
     return name, pretrained
+
+
+def _offline() -> bool:
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except ImportError:
+        return os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
+
+
+def _weights_error(e: Exception, name: str, pretrained: str, tag: str | None, setting: str) -> ConfigError:
+    """One line naming ``setting`` for a failure to load the weights ``pretrained`` of ``name``."""
+    if isinstance(e, pickle.UnpicklingError):
+        return ConfigError(f"{setting} = {pretrained!r} is a pickle; glscl loads only safetensors/weights-only files "
+                           "(it holds objects or code: refused unread)")
+    if tag and not Path(tag).exists() and "download" in str(e).lower():
+        if _offline():
+            return ConfigError(f"{setting} = {tag!r}: the weights of {name} are not in the local cache and offline mode is on "
+                               f"(HF_HUB_OFFLINE=1); download them once online, or give a local file ({setting}=<file.safetensors>)")
+        return ConfigError(f"{setting} = {tag!r}: downloading the weights of {name} failed; "
+                           f"give a local file ({setting}=<file.safetensors>)")
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reason = lines[-1] if lines else type(e).__name__
+    return ConfigError(f"{setting} = {pretrained!r} cannot be loaded as weights of {name} ({type(e).__name__}: {reason[:200]})")
 
 
 class Backbone(nn.Module):
@@ -178,7 +208,7 @@ class Backbone(nn.Module):
 
 
 def create_backbone(name: str = "ViT-B-32", pretrained: str | None = None, *, context_length: int = 32,
-                    device: str | torch.device = "cpu") -> Backbone:
+                    device: str | torch.device = "cpu", setting: str = "model.pretrained") -> Backbone:
     """Build a CLIP backbone with open_clip.
 
     Args:
@@ -187,12 +217,19 @@ def create_backbone(name: str = "ViT-B-32", pretrained: str | None = None, *, co
         pretrained: None, an open_clip tag, a checkpoint file, or ``local-dir:<folder>``.
         context_length: L, tokens per caption (the positional table is cut to it).
         device: where the model lives.
+        setting: the config field that named ``pretrained`` (for error messages).
     """
-    model_name, tag = _resolve(name, pretrained)
+    model_name, tag = _resolve(name, pretrained, setting)
     quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on purpose-random init
+    logging.getLogger().setLevel(logging.CRITICAL)  # open_clip warns on purpose-random init and logs what it raises
     try:
-        clip = open_clip.create_model(model_name, pretrained=tag, device=device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            clip = open_clip.create_model(model_name, pretrained=tag, device=device)
+    except Exception as e:  # loading the weights: every failure is about the file or the tag
+        if pretrained is None:
+            raise
+        raise _weights_error(e, name, pretrained, tag, setting) from e
     finally:
         logging.getLogger().setLevel(quiet)
     cfg = open_clip.get_model_config(model_name) if not model_name.startswith("local-dir:") else \

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from glscl.config import ModelConfig
+from glscl.config import ConfigError, ModelConfig
 from glscl.model.backbone import Backbone, create_backbone
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
 from glscl.model.glscl import GLSCL
@@ -16,16 +16,25 @@ from glscl.model.vtc import VTCHead
 Head = GLSCL | MeanPooling | VTCHead
 
 
-def create_head(cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07)) -> Head:
+def create_head(cfg: ModelConfig, width: int, logit_scale: float = math.log(1 / 0.07),
+                backbone: Backbone | None = None) -> Head:
     """The head ``cfg.head`` names: ``GLSCL`` ('glscl'), ``MeanPooling`` ('mean_pooling') or ``VTCHead`` ('vtc').
 
     ``logit_scale``: CLIP's learned log-scale, the initial value of the InfoNCE heads' own copy (VTC learns a temperature).
+    ``backbone``: needed when ``model.temporal_init = 'clip'`` (the temporal transformer copies its text layers).
     """
     if cfg.head == "vtc":
-        return VTCHead(cfg, width)
-    if cfg.head == "mean_pooling":
-        return MeanPooling(cfg, width, logit_scale)
-    return GLSCL(cfg, width, logit_scale)
+        head = VTCHead(cfg, width)
+    elif cfg.head == "mean_pooling":
+        head = MeanPooling(cfg, width, logit_scale)
+    else:
+        head = GLSCL(cfg, width, logit_scale)
+    if cfg.temporal_init == "clip" and head.temporal is not None:
+        if backbone is None:
+            raise ConfigError("model.temporal_init = 'clip' copies the backbone's text layers: "
+                              "pass the backbone to create_head(..., backbone=...)")
+        head.temporal.init_from_clip(backbone.clip)
+    return head
 
 
 class Retriever(nn.Module):
@@ -62,7 +71,7 @@ def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tu
         backbone.use_compact_vocab(vocab)
     if cfg.freeze_backbone:
         backbone.requires_grad_(False)
-    head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach())).to(device)
+    head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
     return Retriever(backbone, head)
 
 

@@ -45,11 +45,8 @@ class GLSCL(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.temporal = (TemporalTransformer(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, cfg.dropout)
-                         if cfg.temporal_layers > 0 else None)
-        self.local = (LocalInteraction(width, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout,
-                                       cfg.shared_queries, cfg.shared_decoder)
-                      if cfg.interaction in ("local", "both") else None)
+        self.temporal = TemporalTransformer.from_config(cfg, width)
+        self.local = LocalInteraction.from_config(cfg, width) if cfg.interaction in ("local", "both") else None
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoEmbedding:
         """frames: per-frame embeddings (B x T x d); mask: True for real frames (B x T)."""

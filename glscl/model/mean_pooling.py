@@ -30,8 +30,7 @@ class MeanPooling(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
-        self.temporal = (TemporalTransformer(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, cfg.dropout)
-                         if cfg.temporal_layers > 0 else None)
+        self.temporal = TemporalTransformer.from_config(cfg, width)
 
     def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> VideoEmbedding:
         """frames: per-frame embeddings (B x T x d); mask: True for real frames (B x T)."""

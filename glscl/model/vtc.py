@@ -59,8 +59,7 @@ class VTCHead(nn.Module):
     def __init__(self, cfg: ModelConfig, width: int):
         super().__init__()
         self.cfg = cfg
-        self.temporal = (TemporalTransformer(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, cfg.dropout)
-                         if cfg.temporal_layers > 0 else None)
+        self.temporal = TemporalTransformer.from_config(cfg, width)
         self.text_proj = nn.Linear(width, cfg.vtc_dim)
         self.video_proj = nn.Linear(width, cfg.vtc_dim)
         self.temperature = nn.Parameter(torch.tensor(float(cfg.vtc_temperature)))

@@ -218,7 +218,8 @@ def build_prompter(cfg: RunConfig, entities: Sequence[str], device: str | torch.
     (or ``model.backbone``), the full BPE vocabulary (the templates' words are outside compact ones)."""
     name = cfg.pem.prompter_backbone or cfg.model.backbone
     weights = cfg.pem.prompter or cfg.model.pretrained
-    backbone = create_backbone(name, weights, context_length=cfg.model.max_words, device=device)
+    backbone = create_backbone(name, weights, context_length=cfg.model.max_words, device=device,
+                               setting="pem.prompter" if cfg.pem.prompter else "model.pretrained")
     return Prompter(backbone, entities, TEMPLATES[cfg.pem.templates]).to(device)
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from glscl.data.adapters import activitynet, msrvtt
 from glscl.data.adapters.activitynet import load_activitynet
 from glscl.data.adapters.common import DatasetError
 from glscl.data.adapters.didemo import load_didemo
@@ -51,6 +52,7 @@ from glscl.data.splits import RetrievalSplit
 
 __all__ = [
     "ADAPTERS",
+    "CARVE_POOLS",
     "DatasetError",
     "load_activitynet",
     "load_dataset",
@@ -67,6 +69,13 @@ ADAPTERS: dict[str, Callable[..., RetrievalSplit]] = {
     "didemo": load_didemo,
     "lsmdc": load_lsmdc,
     "activitynet": load_activitynet,
+}
+
+
+# datasets whose validation split is carved from the training list: root -> (file, video ids) or None
+CARVE_POOLS: dict[str, Callable[[str | Path], tuple[Path, list[str]] | None]] = {
+    "msrvtt": msrvtt.carve_pool,
+    "activitynet": activitynet.carve_pool,
 }
 
 

@@ -12,6 +12,7 @@ from glscl.data.adapters.common import (
     carve,
     clean_id,
     clean_text,
+    extensions,
     fail,
     get_key,
     open_split,
@@ -25,7 +26,7 @@ from glscl.data.splits import RetrievalSplit
 
 TRAIN_FILE = "train.json"
 TEST_FILE = "val_1.json"
-_EXTS = (".mp4", ".mkv", ".webm")
+NATIVE_EXTS = (".mp4", ".mkv", ".webm")
 
 
 def load_activitynet(
@@ -33,7 +34,7 @@ def load_activitynet(
     split: str,
     *,
     video_dir: str | Path | None = None,
-    video_ext: str = ".mp4",
+    video_ext: str | None = None,
     val_size: int = 500,
     seed: int = 0,
     skip_bad: bool = False,
@@ -43,14 +44,16 @@ def load_activitynet(
 
     There is no labelled test set: "test" is ``val_1.json`` (the standard paragraph-to-video
     protocol) and "val" is ``val_size`` videos carved from ``train.json`` (deterministic given
-    ``seed``; they leave "train"). Videos are ``v_<id>`` with ``.mp4``, ``.mkv`` or ``.webm``,
-    whichever exists (else ``video_ext``); ids that already start with ``v_`` are not prefixed again.
+    ``seed``; they leave "train"). Videos are ``v_<id>`` with ``video_ext``, or when it is None with
+    ``.mp4``, ``.mkv`` or ``.webm``, whichever exists; ids that already start with ``v_`` are not
+    prefixed again.
     """
     root, videos, report = open_split(root, split, video_dir, skip_bad)
     path = root / (TEST_FILE if split == "test" else TRAIN_FILE)
     data = _read(path)
     keep = _selection(root, split, list(data), val_size, seed)
-    builder = SplitBuilder("activitynet", split)
+    builder = SplitBuilder("activitynet", split, (path,))
+    exts = extensions(video_ext, NATIVE_EXTS)
     for key, entry in data.items():
         if not keep(key):
             continue
@@ -62,10 +65,16 @@ def load_activitynet(
         if paragraph is None:
             continue
         stem = video_id if video_id.startswith("v_") else f"v_{video_id}"
-        video = video_with_ext(videos, stem, (video_ext, *_EXTS), video_ext)
+        video = video_with_ext(videos, stem, exts)
         if video_ok(video, check_videos, path, row, report):
             builder.add(video_id, video, [paragraph])
     return builder.build(report)
+
+
+def carve_pool(root: str | Path) -> tuple[Path, list[str]]:
+    """The file and the video ids the validation split is carved from."""
+    path = Path(root) / TRAIN_FILE
+    return path, list(_read(path))
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -80,11 +80,11 @@ def _is_utf8(text: str) -> bool:
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file; a syntax error is a file-level ``DatasetError`` naming the line."""
+    """Parse a JSON file; a syntax error is a file-level ``DatasetError`` naming the line and column."""
     try:
         return json.loads(read_text(path))
     except json.JSONDecodeError as err:
-        raise fail(path, f"line {err.lineno}", "json", err.msg) from None
+        raise fail(path, f"line {err.lineno}, column {err.colno}", "json", err.msg) from None
 
 
 def read_csv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str | None]]]:
@@ -189,10 +189,15 @@ def first_existing(candidates: list[Path]) -> Path | None:
     return next((path for path in candidates if path.exists()), None)
 
 
-def video_with_ext(video_dir: Path, stem: str, exts: tuple[str, ...], default_ext: str) -> Path:
-    """``video_dir/stem<ext>`` for the first extension that exists, else with ``default_ext``."""
+def video_with_ext(video_dir: Path, stem: str, exts: tuple[str, ...]) -> Path:
+    """``video_dir/stem<ext>`` for the first of ``exts`` that exists, else with the first of ``exts``."""
     found = first_existing([video_dir / f"{stem}{ext}" for ext in exts])
-    return found or video_dir / f"{stem}{default_ext}"
+    return found or video_dir / f"{stem}{exts[0]}"
+
+
+def extensions(video_ext: str | None, native: tuple[str, ...]) -> tuple[str, ...]:
+    """The extensions to look for: ``video_ext`` when given (``data.video_ext``), else the dataset's ``native`` ones."""
+    return (video_ext,) if video_ext else native
 
 
 def video_ok(path: Path, check: bool, file: Path, row: str, report: Reporter) -> bool:
@@ -209,8 +214,8 @@ def video_ok(path: Path, check: bool, file: Path, row: str, report: Reporter) ->
 class SplitBuilder:
     """Collects videos (in first-seen order) and their captions, then freezes a RetrievalSplit."""
 
-    def __init__(self, dataset: str, name: str) -> None:
-        self.dataset, self.name = dataset, name
+    def __init__(self, dataset: str, name: str, source: tuple[Path, ...] = ()) -> None:
+        self.dataset, self.name, self.source = dataset, name, tuple(str(p) for p in source)
         self.index: dict[str, int] = {}
         self.paths: list[Path] = []
         self.captions: list[str] = []
@@ -234,6 +239,7 @@ class SplitBuilder:
             captions=tuple(self.captions),
             caption_video=tuple(self.caption_video),
             skipped=tuple(report.skipped),
+            source=self.source,
         )
 
 
@@ -243,7 +249,7 @@ class SplitBuilder:
 def carve(ids: list[str], val_size: int, seed: int) -> set[str]:
     """Deterministically pick ``val_size`` ids: the smallest seeded hashes (independent of file order)."""
     if not 0 <= val_size < len(ids):
-        raise ValueError(f"val_size={val_size} must be in [0, {len(ids)}) (the number of training videos)")
+        raise ValueError(f"val_size={val_size} (data.val_size) must be in [0, {len(ids)}): there are {len(ids)} training videos")
     ranked = sorted(ids, key=lambda video_id: _seeded_hash(seed, video_id))
     return set(ranked[:val_size])
 

@@ -23,6 +23,7 @@ def load_didemo(
     split: str,
     *,
     video_dir: str | Path | None = None,
+    video_ext: str | None = None,
     skip_bad: bool = False,
     check_videos: bool = False,
 ) -> RetrievalSplit:
@@ -30,16 +31,18 @@ def load_didemo(
 
     Videos are ``{video_dir or root/'videos'}/{video}`` as given, or with ``.mp4`` appended
     (whichever exists; when neither does, as given if it has an extension, else with ``.mp4``).
+    With ``video_ext``: the name with its extension replaced by ``video_ext``, or with ``video_ext``
+    appended (whichever exists, else the first).
     """
     root, videos, report = open_split(root, split, video_dir, skip_bad)
     path = root / f"{split}_data.json"
-    builder = SplitBuilder("didemo", split)
+    builder = SplitBuilder("didemo", split, (path,))
     paragraphs, first_row = _paragraphs(path, report)
     for video_id, descriptions in paragraphs.items():
         if not descriptions:
             report.bad(path, first_row[video_id], "description", f"video {video_id!r} has no usable description")
             continue
-        video = _video_file(videos, video_id)
+        video = _video_file(videos, video_id, video_ext)
         if video_ok(video, check_videos, path, first_row[video_id], report):
             builder.add(video_id, video, [" ".join(descriptions)])
     return builder.build(report)
@@ -64,8 +67,11 @@ def _paragraphs(path: Path, report: Reporter) -> tuple[dict[str, list[str]], dic
     return paragraphs, first_row
 
 
-def _video_file(videos: Path, name: str) -> Path:
-    """The video file of a DiDeMo entry: the name as given, else with ``.mp4`` appended."""
+def _video_file(videos: Path, name: str, video_ext: str | None = None) -> Path:
+    """The video file of a DiDeMo entry: the name as given, else with ``.mp4`` appended (or with ``video_ext``)."""
+    if video_ext:
+        candidates = [videos / f"{Path(name).stem if Path(name).suffix else name}{video_ext}", videos / f"{name}{video_ext}"]
+        return first_existing(candidates) or candidates[0]
     as_given, with_mp4 = videos / name, videos / f"{name}.mp4"
     default = as_given if Path(name).suffix else with_mp4
     return first_existing([as_given, with_mp4]) or default

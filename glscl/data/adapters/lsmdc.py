@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glscl.data.adapters.common import SplitBuilder, clean_id, clean_text, open_split, read_lines, video_ok
+from glscl.data.adapters.common import SplitBuilder, clean_id, clean_text, first_existing, open_split, read_lines, video_ok
 from glscl.data.splits import RetrievalSplit
 
 FILES = {
@@ -19,18 +19,20 @@ def load_lsmdc(
     split: str,
     *,
     video_dir: str | Path | None = None,
-    video_ext: str = ".avi",
+    video_ext: str | None = None,
     skip_bad: bool = False,
     check_videos: bool = False,
 ) -> RetrievalSplit:
     """LSMDC: tab-separated rows (no header), one caption per clip.
 
-    Videos are ``{video_dir or root/'videos'}/{movie}/{clip_id}{video_ext}``, where the movie is the
-    clip id without its final ``_<timestamp>`` part (see :func:`lsmdc_movie`).
+    Videos are ``{video_dir or root/'videos'}/{movie}/{clip_id}{video_ext}`` (``.avi`` when None),
+    where the movie is the clip id without its final ``_<timestamp>`` part (see :func:`lsmdc_movie`),
+    or, when that file does not exist but ``{video_dir}/{clip_id}{video_ext}`` does, a flat folder.
     """
     root, videos, report = open_split(root, split, video_dir, skip_bad)
     path = root / FILES[split]
-    builder = SplitBuilder("lsmdc", split)
+    builder = SplitBuilder("lsmdc", split, (path,))
+    ext = video_ext or ".avi"
     for line, text in read_lines(path):
         where = f"line {line}"
         columns = text.split("\t", _COLUMNS - 1)
@@ -46,7 +48,8 @@ def load_lsmdc(
         caption = clean_text(columns[-1], path, where, "sentence", report) if movie else None
         if caption is None:
             continue
-        video = videos / movie / f"{clip_id}{video_ext}"
+        nested = videos / movie / f"{clip_id}{ext}"
+        video = first_existing([nested, videos / f"{clip_id}{ext}"]) or nested
         if video_ok(video, check_videos, path, where, report):
             builder.add(clip_id, video, [caption])
     return builder.build(report)

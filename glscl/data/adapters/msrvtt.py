@@ -31,7 +31,7 @@ def load_msrvtt(
     split: str,
     *,
     video_dir: str | Path | None = None,
-    video_ext: str = ".mp4",
+    video_ext: str | None = None,
     val_size: int = 500,
     seed: int = 0,
     skip_bad: bool = False,
@@ -41,14 +41,16 @@ def load_msrvtt(
 
     Validation is ``MSRVTT_val.csv`` if present, else ``val_size`` videos carved from the 9k list
     (deterministic given ``seed``); either way those videos leave the training split.
-    Videos are ``{video_dir or root/'videos'}/{video_id}{video_ext}``.
+    Videos are ``{video_dir or root/'videos'}/{video_id}{video_ext}`` (``.mp4`` when None).
     """
     root, videos, report = open_split(root, split, video_dir, skip_bad)
-    builder = SplitBuilder("msrvtt", split)
+    video_ext = video_ext or ".mp4"
     if split == "test":
+        builder = SplitBuilder("msrvtt", split, (root / TEST_FILE,))
         _test_split(root / TEST_FILE, videos, video_ext, check_videos, builder, report)
     else:
         list_file, rows = _split_rows(root, split, val_size, seed, report)
+        builder = SplitBuilder("msrvtt", split, (list_file,))
         captions = _captions(root / CAPTIONS_FILE, {vid for vid, _ in rows}, report)
         for video_id, line in rows:
             if video_id not in captions:
@@ -59,6 +61,15 @@ def load_msrvtt(
             if video_ok(path, check_videos, list_file, f"line {line}", report):
                 builder.add(video_id, path, captions[video_id])
     return builder.build(report)
+
+
+def carve_pool(root: str | Path) -> tuple[Path, list[str]] | None:
+    """The file and the video ids the validation split is carved from (None when MSRVTT_val.csv ships one)."""
+    root = Path(root)
+    if (root / VAL_FILE).is_file():
+        return None
+    rows = _read_video_id_csv(root / TRAIN_FILE, Reporter(skip_bad=True))
+    return root / TRAIN_FILE, [vid for vid, _ in rows]
 
 
 def _split_rows(root: Path, split: str, val_size: int, seed: int, report: Reporter) -> tuple[Path, list[tuple[str, int]]]:

@@ -14,6 +14,7 @@ from glscl.data.adapters.common import (
     clean_id,
     clean_text,
     drop_duplicates,
+    extensions,
     fail,
     open_split,
     read_lines,
@@ -66,7 +67,7 @@ def load_msvd(
     split: str,
     *,
     video_dir: str | Path | None = None,
-    video_ext: str = ".avi",
+    video_ext: str | None = None,
     skip_bad: bool = False,
     check_videos: bool = False,
 ) -> RetrievalSplit:
@@ -74,13 +75,15 @@ def load_msvd(
 
     The pickle is never trusted: it is loaded with no globals allowed and validated as
     dict[str, list[list[str]]]; a caption is its tokens joined by spaces. Videos are
-    ``{video_dir or root/'videos'}/{id}.avi`` or ``.mp4``, whichever exists (else ``video_ext``).
+    ``{video_dir or root/'videos'}/{id}{video_ext}``, or when it is None ``.avi`` or ``.mp4``,
+    whichever exists (else ``.avi``).
     """
     root, videos, report = open_split(root, split, video_dir, skip_bad)
     list_file = root / f"{split}_list.txt"
     rows = _read_id_list(list_file, report)
     captions = _captions(root / CAPTIONS_FILE, {vid for vid, _ in rows}, report)
-    builder = SplitBuilder("msvd", split)
+    builder = SplitBuilder("msvd", split, (list_file,))
+    exts = extensions(video_ext, (".avi", ".mp4"))
     for video_id, line in rows:
         where = f"line {line}"
         if video_id not in captions:
@@ -90,7 +93,7 @@ def load_msvd(
             reason = f"video {video_id!r} has no usable caption in {CAPTIONS_FILE}"
             report.bad(list_file, where, "video_id", reason)
             continue
-        path = video_with_ext(videos, video_id, (video_ext, ".avi", ".mp4"), video_ext)
+        path = video_with_ext(videos, video_id, exts)
         if video_ok(path, check_videos, list_file, where, report):
             builder.add(video_id, path, captions[video_id])
     return builder.build(report)

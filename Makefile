@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 GRID    ?= default
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench lab notebooks ablate report clean
+.PHONY: setup demo test bench lab notebooks ablate report findings browser-check clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,8 @@ bench: $(STAMP)          ## benchmarks (print figures; not part of the tests)
 	.venv/bin/glscl bench
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_alpro.py
+	$(PY) benchmarks/bench_grid.py
+	$(PY) benchmarks/query_mechanism.py
 
 lab: $(STAMP)            ## open the tutorials in JupyterLab
 	.venv/bin/jupyter lab notebooks/
@@ -47,6 +49,15 @@ report: $(STAMP)         ## the report of a grid, executed and exported to HTML:
 	.venv/bin/papermill notebooks/report.ipynb runs/grids/$(GRID)/report.ipynb --cwd notebooks --kernel python3 \
 	  -p grid_dir ../runs/grids/$(GRID)
 	.venv/bin/jupyter nbconvert --to html --no-input runs/grids/$(GRID)/report.ipynb --output-dir runs/grids/$(GRID)
+
+findings: $(STAMP)       ## every shipped grid (resumable), then docs/findings.md with its figures and verdicts
+	$(PY) -m glscl.lab.grids.findings
+
+browser-check: $(STAMP)  ## a tutorial in JupyterLab + headless Chromium: all cells, every widget moved, screenshots (not a test)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update && apt-get install -y chromium chromium-driver)
+	$(PY) -c "import selenium" 2>/dev/null || $(PY) -m pip install --quiet selenium
+	$(PY) -m glscl.lab.ui.browser_check --notebook $(or $(NOTEBOOK),04_train_and_evaluate) --out docs/screenshots
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -2,12 +2,17 @@
 
 Configs: ``--config run.yaml`` and/or ``section.key=value`` overrides (values parsed as YAML),
 e.g. ``glscl train data.cache_dir=.cache model.num_queries=4 train.epochs=10``.
+
+Errors: bad input (a config value, a dataset file, a video, a checkpoint, a results folder that
+holds another config's run) ends with one line naming the setting or the file, exit status 2;
+``glscl --debug ...`` or ``GLSCL_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -38,13 +43,23 @@ def cmd_world(args) -> None:
 
     from glscl.data.world import WorldConfig, generate_world
     fields = {f.name: f.type for f in dataclasses.fields(WorldConfig)}
+    import yaml
+
+    from glscl.config import ConfigError
     kw = {}
     for text in args.settings:
         key, _, value = text.partition("=")
         if key not in fields:
-            raise SystemExit(f"glscl world: unknown setting '{key}'; known: {', '.join(fields)}")
-        kw[key] = int(value)
-    root = generate_world(args.root, WorldConfig(**kw), progress=True)
+            raise ConfigError(f"unknown setting '{key}'; known: {', '.join(fields)}")
+        try:
+            kw[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{key} = {value!r} is not a number") from None
+    try:
+        world = WorldConfig(**kw)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    root = generate_world(args.root, world, progress=True)
     print(f"world written to {root}")
 
 
@@ -56,12 +71,13 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_cache(args) -> None:
-    from glscl.data import load_split
-    from glscl.engine.run import SPLITS, build_caches, load_backbone
+    from glscl.config import ConfigError
+    from glscl.data import load_splits
+    from glscl.engine.run import build_caches, load_backbone
     cfg = _load_cfg(args)
     if not cfg.data.cache_dir:
-        raise SystemExit("glscl cache: set data.cache_dir=<folder>")
-    splits = {s: load_split(cfg.data, s) for s in SPLITS}
+        raise ConfigError("data.cache_dir is not set: set data.cache_dir=<folder>")
+    splits = load_splits(cfg.data)
     backbone, _ = load_backbone(cfg, splits)
     for s, c in build_caches(cfg, backbone, splits).items():
         print(f"{splits[s].summary()} -> {c.folder}")
@@ -69,7 +85,7 @@ def cmd_cache(args) -> None:
 
 def cmd_train(args) -> None:
     from glscl.engine.run import run
-    record = run(_load_cfg(args), resume=not args.no_resume)
+    record = run(_load_cfg(args), resume=not args.no_resume, overwrite=args.overwrite)
     print(json.dumps(record, indent=2))
 
 
@@ -88,14 +104,16 @@ def cmd_eval(args) -> None:
     cfg, _ = load_config_and_vocab(run_dir / "checkpoints" / "best")
     split = load_split(resolve_paths(cfg, started_from(run_dir, cfg)).data, "test")
     sim = torch.load(sim_file, weights_only=True)
-    bank = _qb_norm_bank(run_dir) if args.qb_norm else None
-    rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl, bank_sim=bank)
+    banks = _qb_norm_banks(run_dir) if args.qb_norm else {}
+    rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl, **banks, qb_beta=args.qb_beta,
+                       v2t_protocol=args.v2t_protocol)
     for name, m in rows.items():
         print(name.ljust(24), "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
 
 
-def _qb_norm_bank(run_dir: Path):
-    """Similarities of the training captions (the query bank) to the test videos, from the feature cache."""
+def _qb_norm_banks(run_dir: Path) -> dict:
+    """QB-Norm's query banks from the feature cache: the training captions scored against the test
+    videos (t2v) and the training videos scored against the test captions (v2t)."""
     from glscl.data import load_split
     from glscl.engine.evaluate import cached_texts, cached_videos, encode_texts, similarity_matrix
     from glscl.engine.loading import load_run
@@ -103,10 +121,11 @@ def _qb_norm_bank(run_dir: Path):
     loaded = load_run(run_dir)
     if not loaded.cached:
         raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
-    cfg = loaded.config
+    cfg, head = loaded.config, loaded.head
     caches = build_caches(cfg, loaded.backbone, {s: load_split(cfg.data, s) for s in ("train", "test")}, progress=False)
-    bank_text = encode_texts(loaded.head, cached_texts(caches["train"]))
-    return similarity_matrix(loaded.head, bank_text, cached_videos(caches["test"]))
+    bank_t2v = similarity_matrix(head, encode_texts(head, cached_texts(caches["train"])), cached_videos(caches["test"]))
+    bank_v2t = similarity_matrix(head, encode_texts(head, cached_texts(caches["test"])), cached_videos(caches["train"])).T
+    return {"bank_t2v": bank_t2v, "bank_v2t": bank_v2t}
 
 
 def cmd_ablate(args) -> int:
@@ -121,6 +140,7 @@ def cmd_bench(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="glscl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line (also GLSCL_DEBUG=1)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="command")
     raw = argparse.RawDescriptionHelpFormatter
 
@@ -144,20 +164,31 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, epilog=_options_help(), formatter_class=raw)
         _add_config_args(p)
         if name == "train":
-            p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints/last exists")
+            p.add_argument("--no-resume", action="store_true",
+                           help="start over even if checkpoints/last holds a run of the same config (the old folder is renamed "
+                                "to <name>.old-<time>)")
+            p.add_argument("--overwrite", action="store_true",
+                           help="start over even if the results folder holds a run of another config: it is first renamed to "
+                                "<name>.old-<time> (nothing is deleted)")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("eval", help="metrics of a finished run (optionally with DSL, marked transductive)", formatter_class=raw)
+    p = sub.add_parser("eval", help="metrics of a finished run (optionally with DSL or QB-Norm, marked transductive)", formatter_class=raw)
     p.add_argument("run", help="results folder of a run")
     p.add_argument("--dsl", action="store_true", help="also report dual-softmax re-scoring (transductive)")
     p.add_argument("--qb-norm", action="store_true",
-                   help="also report QB-Norm (k=1, beta=70) with the training captions as query bank (transductive; t2v only)")
+                   help="also report QB-Norm (transductive; k=1, beta=70, theta=3 for t2v and 5 for v2t) with the training "
+                        "captions (t2v) and the training videos (v2t) as query banks; needs a run trained from the feature cache")
+    p.add_argument("--qb-beta", type=float, default=None, help="QB-Norm's beta in both directions (default 70)")
+    p.add_argument("--v2t-protocol", choices=("group", "caption"), default="group",
+                   help="video-to-text with several captions per video: 'group' ranks the videos' caption groups, each "
+                        "scored by its best caption (CLIP4Clip's, the published protocol; default); 'caption' ranks the "
+                        "best own caption among all captions")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, in parallel",
+    p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, on Ray",
                        formatter_class=raw, description="Expand a grid file into runs, execute the run notebook shipped with "
-                       "the package (glscl/lab/run.ipynb) once per run with papermill (resumable, shardable) and "
-                       "write <out>/results.csv and figures.")
+                       "the package (glscl/lab/run.ipynb) once per run with papermill, each run a Ray task on a local "
+                       "instance or a cluster (resumable, shardable), and write <out>/results.csv and figures.")
     from glscl.lab.grids import runner as ablate
     ablate.add_arguments(p)
     p.set_defaults(func=cmd_ablate)
@@ -175,22 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
+def _expected(e: BaseException) -> bool:
+    """Errors that report bad input (one line naming the setting or file), as opposed to bugs."""
     from glscl.config import ConfigError
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["demo"]:  # the demo has its own options (glscl demo --help)
-        from glscl.engine import demo
-        demo.main(argv[1:])
-        return 0
     from glscl.data.adapters import DatasetError
     from glscl.data.video import VideoError
-    args = build_parser().parse_args(argv)
+    from glscl.engine.checkpoint import CheckpointError
+    from glscl.engine.train import NonFiniteLossError
+    return isinstance(e, (ConfigError, DatasetError, VideoError, CheckpointError, NonFiniteLossError, OSError))
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line; an error re-raised from a DataLoader worker keeps its last line."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(e).__name__
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", text)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("GLSCL_DEBUG", "").strip() not in ("", "0")
+    if argv[:1] == ["--debug"] and argv[1:2] == ["demo"]:
+        debug, argv = True, argv[1:]
+    if argv[:1] == ["demo"]:  # the demo has its own options (glscl demo --help)
+        from glscl.engine import demo
+        command, call = "demo", lambda: demo.main(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        debug = debug or args.debug
+        command, call = args.command, lambda: args.func(args)
     try:
-        status = args.func(args)
-    except (ConfigError, DatasetError, VideoError, FileNotFoundError) as e:
-        # errors raised inside DataLoader workers arrive with the worker's traceback: keep the message line
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
-        print(f"glscl {args.command}: error: {lines[-1] if lines else type(e).__name__}", file=sys.stderr)
+        status = call()
+    except Exception as e:
+        if debug or not _expected(e):
+            raise
+        print(f"glscl {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0
 

@@ -1,11 +1,9 @@
-"""Ablation grids: grid files and their expansion, the shipped run notebook under papermill, kill and resume,
-failures, shards, figures, report."""
+"""Ablation grids: grid files and their expansion (and the mistakes refused), the shipped run notebook
+under papermill on a local Ray instance, failures, shards, fingerprints of a grid folder, figures,
+report. Killed drivers and workers, and joining a cluster: tests/test_ray.py."""
+import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -14,8 +12,9 @@ import pytest
 import yaml
 from conftest import tiny_run_config
 
+from glscl.cli import main as cli_main
 from glscl.config import ConfigError, build_config, load_config, save_config
-from glscl.lab.grids import figures, notebook, runner
+from glscl.lab.grids import cluster, figures, folder, notebook, runner
 from glscl.lab.grids import spec as grids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,10 +33,10 @@ def test_default_grid_expands_without_duplicates():
     spec = grids.load_grid(REPO / "ablations" / "default.yaml")
     runs = grids.expand(spec)
     ids = [r.run_id for r in runs]
-    assert len(ids) == len(set(ids)) == (1 + 4 + 4) * 2  # global ignores K: one run per seed, not four
-    assert "interaction=both,num_queries=4,seed=0" in ids and "interaction=global,seed=1" in ids
+    assert len(ids) == len(set(ids)) == (1 + 3 + 3) * 5  # global ignores K: one run per seed, not three
+    assert "interaction=both,num_queries=4,seed=0" in ids and "interaction=global,seed=4" in ids
     assert ids == [r.run_id for r in grids.expand(grids.load_grid(REPO / "ablations" / "default.yaml"))]  # stable
-    assert [r.seed for r in runs[:9]] == [0] * 9  # seed-major order
+    assert [r.seed for r in runs[:7]] == [0] * 7 and runs[7].seed == 1  # seed-major order
     assert runs[0].overrides == {"model.interaction": "global", "train.seed": 0}
 
 
@@ -49,6 +48,7 @@ def test_every_shipped_grid_file_is_a_short_base_plus_changes_and_builds_valid_c
     spec = grids.load_grid(path)
     runs = grids.expand(spec)
     assert runs and spec.description and len({r.run_id for r in runs}) == len(runs)
+    assert len(spec.seeds) >= 5, f"{path.name}: {spec.seeds}"
     embedded = notebook.flat(build_config("embedded"))
     for r in runs:
         cfg = notebook.run_config(spec.resolved_base(), r.overrides, name=r.run_id, out_dir="runs/x")
@@ -74,6 +74,30 @@ def test_exclude_irrelevant_and_errors(tmp_path):
     no_base.write_text(yaml.safe_dump({"vary": {"model.num_queries": [1, 2]}}))
     with pytest.raises(ConfigError, match="'base' is required"):
         grids.load_grid(no_base)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(seeds=[0, 1, 0]), r"seeds \[0, 1, 0\]: 0 repeated"),
+    (dict(irrelevant=[{"when": {"model.interaction": "globl"}, "keys": ["model.num_queries"]}]),
+     r"irrelevant: when model.interaction = 'globl' matches no grid point \(model.interaction varies over \['global', 'both'\]\)"),
+    (dict(irrelevant=[{"when": {"model.interaction": ["global", "lokal"]}, "keys": ["model.num_queries"]}]),
+     r"irrelevant: when model.interaction = 'lokal' matches no grid point"),
+    (dict(exclude=[{"model.interaction": "both", "model.num_queries": 3}]),
+     r"exclude: model.num_queries = 3 matches no grid point \(model.num_queries varies over \[1, 4\]\)"),
+    (dict(exclude=[{"model.shared_queries": True}]), r"exclude: 'model.shared_queries' is not a varying key"),
+    (dict(irrelevant=[{"when": "model.interaction=global", "keys": ["model.num_queries"]}]), r"exactly 'when' \(key: value\)"),
+])
+def test_grid_mistakes_stop_with_one_line_naming_them(tmp_path, changes, message):
+    good = dict(vary={"model.interaction": ["global", "both"], "model.num_queries": [1, 4]}, seeds=[0, 1])
+    grids.load_grid(_write_grid(tmp_path / "good.yaml", **good))
+    with pytest.raises(ConfigError, match=message) as e:
+        grids.load_grid(_write_grid(tmp_path / "bad.yaml", **{**good, **changes}))
+    assert str(e.value).startswith(str(tmp_path / "bad.yaml")) and "\n" not in str(e.value)
+
+
+def test_values_match_as_grid_values():
+    assert grids.matches({"k": 1.0}, {"k": 1}) and not grids.matches({"k": True}, {"k": 1})
+    assert grids.matches({"k": "a"}, {"k": ["b", "a"]}) and not grids.matches({}, {"k": 1})
 
 
 def test_base_is_a_preset_or_a_yaml_file_next_to_the_grid(tmp_path):
@@ -134,15 +158,27 @@ def test_committed_notebooks_have_no_outputs_and_a_kernelspec():
         assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
 
 
-# -- a real grid: killed, rerun, sharded, with a failing point -------------------------------------
+# -- a real grid on a local Ray instance: sharded, with a failing point, rerun -------------------------
 
-def _record_files(out: Path) -> dict[str, int]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{notebook.RECORD_FILE}")}
+def _state_files(out: Path, status: str) -> dict[str, int]:
+    """Run id -> mtime of ablate.json, for the runs whose ablate.json says ``status``."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{folder.RUN_FILE}")
+            if folder.read_json(p).get("status") == status}
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory, tiny_world, tiny_clip):
-    """A 6-run grid (2 of them invalid) on a base config file, run as two shards, the first killed mid-way and rerun."""
+def ray_local():
+    """One local Ray instance (2 CPUs) for the module, started the way glscl ablate starts one."""
+    pytest.importorskip("ray")
+    started = cluster.connect(None, num_cpus=2)
+    yield
+    if started:
+        cluster.disconnect()
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_world, tiny_clip, ray_local):
+    """A 6-run grid (2 of them invalid) on a base config file, run as two shards, then --rerun-failed."""
     tmp = tmp_path_factory.mktemp("grid")
     save_config(tiny_run_config(tiny_world, tiny_clip, tmp / "unused", cache_dir=tmp / "cache", epochs=1), tmp / "tiny-base.yaml")
     path = _write_grid(tmp / "tiny.yaml", base="tiny-base.yaml",
@@ -150,52 +186,34 @@ def grid(tmp_path_factory, tiny_world, tiny_clip):
                        irrelevant=[{"when": {"model.interaction": "global"}, "keys": ["model.num_queries"]}],
                        seeds=[0, 1], workers=2)
     out = tmp / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "glscl.cli", "ablate", str(path), "--out", str(out), "--shard", "0/2",
-                             "--workers", "1"], cwd=tmp, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 600
-    while not _record_files(out) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker; the orphaned kernel exits within a second
-    except ProcessLookupError:  # it had already finished
-        pass
-    proc.wait()
-    time.sleep(3)
-    before = _record_files(out)
-    assert before, proc.stderr.read().decode()[-2000:]
-    table_after_kill = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else None
     spec = grids.load_grid(path)
     shard0 = runner.run_grid(spec, out, shard_spec=(0, 2), progress=False)
+    after_shard0 = _state_files(out, "ok")
     shard1 = runner.run_grid(spec, out, shard_spec=(1, 2), progress=False)
-    finished = _record_files(out)
-    failed_before = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/FAILED.json")}
+    finished = _state_files(out, "ok")
+    failed_before = _state_files(out, "failed")
     rerun = runner.run_grid(spec, out, rerun_failed=True, progress=False)
-    return dict(spec=spec, path=path, out=out, world=tiny_world, before=before, table_after_kill=table_after_kill,
-                shard0=shard0, shard1=shard1, finished=finished, failed_before=failed_before, rerun=rerun)
+    return dict(spec=spec, path=path, out=out, tmp=tmp, world=tiny_world, shard0=shard0, after_shard0=after_shard0,
+                shard1=shard1, finished=finished, failed_before=failed_before, rerun=rerun)
 
 
-def test_killed_grid_rerun_has_every_row_once_and_keeps_finished_runs(grid):
+def test_sharded_grid_has_every_row_once_and_keeps_finished_runs(grid):
     out, table = grid["out"], grid["shard1"]
     ids = [r.run_id for r in grids.expand(grid["spec"])]
     assert sorted(table["run_id"]) == sorted(ids) and table["run_id"].is_unique
     assert grid["rerun"].equals(runner.collect(grid["spec"], out))  # the table is a function of the run folders
-    on_disk = pd.read_csv(out / "results.csv")
-    assert list(on_disk["run_id"]) == list(table["run_id"])
-    after = _record_files(out)
-    for run_id, mtime in grid["before"].items():  # finished before the kill: not redone
-        assert after[run_id] == mtime
-    assert grid["table_after_kill"] is None or grid["table_after_kill"]["run_id"].is_unique
+    assert pd.read_csv(out / "results.csv")["run_id"].tolist() == table["run_id"].tolist()
+    assert (grid["shard0"]["status"] != "failed").sum() >= 1  # shard 0 leaves shard 1's runs pending
+    for run_id, mtime in grid["after_shard0"].items():  # shard 1 did not touch shard 0's runs
+        assert grid["finished"][run_id] == mtime
     ok = table[table["status"] == "ok"]
     assert sorted(ok["run_id"]) == sorted(i for i in ids if "num_queries=0" not in i)
-    assert ok["t2v_R@1"].between(0, 100).all() and (ok["overhead_s"].dropna() > 0).all()
-    assert {"interaction", "num_queries", "seed", "train_s", "eval_s", "prepare_s", "run_s", "wall_s"} <= set(table.columns)
+    assert ok["t2v_R@1"].between(0, 100).all() and (ok["overhead_s"] > 0).all()
+    assert {"interaction", "num_queries", "seed", "train_s", "eval_s", "prepare_s", "run_s", "wall_s", "attempt"} <= set(table.columns)
     assert table.loc[table["interaction"] == "global", "num_queries"].isna().all()
-    assert ok["prepare_s"].max() < 1  # prepare_world=false: the parent prepared the inputs
+    assert ok["prepare_s"].max() < 1  # prepare_world=false: the driver prepared the inputs
     assert (ok["run_s"] >= ok["cache_s"] + ok["train_s"] + ok["eval_s"]).all()
-    timed = ok.dropna(subset=["wall_s"])  # the run finished before the kill has no wall time
-    assert len(timed) >= len(ok) - 1 and (timed["overhead_s"] == timed["wall_s"] - timed["run_s"]).all()
+    assert ok["wall_s"].notna().all() and (ok["overhead_s"] == ok["wall_s"] - ok["run_s"]).all()
 
 
 def test_run_notebook_executed_top_to_bottom_and_kept(grid):
@@ -207,14 +225,20 @@ def test_run_notebook_executed_top_to_bottom_and_kept(grid):
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     d = out / "runs" / run_id
-    for name in (notebook.RECORD_FILE, "metrics.json", "curve.csv", "config.yaml", "ablate.json"):
+    for name in (notebook.RECORD_FILE, "metrics.json", "curve.csv", "config.yaml", folder.RUN_FILE):
         assert (d / name).is_file(), name
-    assert not (d / "timing.json").exists()
+    assert (out / "logs" / f"{run_id}.log").is_file()
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["model"]["num_queries"] == 2 and cfg["train"]["seed"] == 0 and cfg["name"] == run_id
     assert cfg["train"]["batch_size"] == 8 and cfg["data"]["root"] == str(grid["world"])  # from the base file
     record, metrics = notebook.read_record(d), json.loads((d / "metrics.json").read_text())
     assert {k: record[k] for k in metrics} == metrics and record["run_s"] > 0 and record["prepare_s"] >= 0
+    info = folder.read_json(d / folder.RUN_FILE)
+    assert info["status"] == "ok" and info["wall_s"] > record["run_s"] and (info["cpus"], info["threads"]) == (1.0, 1)
+    stamp = folder.read_json(out / folder.GRID_STAMP)
+    assert stamp["fields"]["train.epochs"] == 1 and (out / folder.GRID_FILE).read_text() == grid["path"].read_text()
+    assert stamp["grid_sha256"] == hashlib.sha256(grid["path"].read_bytes()).hexdigest()
+    assert info["fingerprint"] == folder.fingerprint(info["fields"]) and info["fields"]["model.num_queries"] == 2
 
 
 def test_failing_point_is_recorded_and_the_others_finish(grid):
@@ -222,18 +246,62 @@ def test_failing_point_is_recorded_and_the_others_finish(grid):
     failed = table[table["status"] == "failed"]
     assert sorted(failed["run_id"]) == ["interaction=both,num_queries=0,seed=0", "interaction=both,num_queries=0,seed=1"]
     assert failed["error"].str.contains("model.num_queries = 0 is out of range").all()
-    record = json.loads((out / "runs" / failed["run_id"].iloc[0] / "FAILED.json").read_text())
-    assert "ConfigError" in record["error"] and "num_queries" in record["traceback_tail"]
-    assert record["failed_at"] and record["wall_s"] > 0
+    info = folder.read_json(out / "runs" / failed["run_id"].iloc[0] / folder.RUN_FILE)
+    assert "ConfigError" in info["error"] and "num_queries" in info["traceback_tail"]
+    assert info["finished"] and info["wall_s"] > 0
     assert (out / "notebooks" / f"{failed['run_id'].iloc[0]}.ipynb").is_file()
     # failed runs are skipped by a plain rerun; --rerun-failed reruns them (they fail again) and nothing else
     assert runner.plan(grid["spec"], out)[1] == []
     assert sorted(r.run_id for r in runner.plan(grid["spec"], out, rerun_failed=True)[1]) == sorted(failed["run_id"])
-    failed_after = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/FAILED.json")}
+    failed_after = _state_files(out, "failed")
     assert failed_after.keys() == grid["failed_before"].keys()
     assert all(failed_after[k] != grid["failed_before"][k] for k in failed_after)
-    assert _record_files(out) == grid["finished"]
+    assert all(folder.read_json(out / "runs" / k / folder.RUN_FILE)["attempt"] == 2 for k in failed_after)
+    assert _state_files(out, "ok") == grid["finished"]
     assert grid["rerun"]["status"].tolist() == table["status"].tolist()
+
+
+def test_changed_grid_into_the_same_folder_stops_with_one_line(grid, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(grid["out"], out)
+    data = yaml.safe_load(grid["path"].read_text())
+    changed = _write_grid(grid["tmp"] / "changed.yaml", **{**data, "fixed": {"train.epochs": 2}})
+    assert cli_main(["ablate", str(changed), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("glscl ablate: error: ")
+    assert f"{out} was run with another base or fixed settings (train.epochs: 1 -> 2)" in err
+    assert "(6 runs differ)" in err and "new --out" in err and "--overwrite" in err
+    assert (out / folder.GRID_FILE).read_text() == grid["path"].read_text()  # nothing written
+    # the base file changed under the grid: named the same way
+    base = yaml.safe_load((grid["tmp"] / "tiny-base.yaml").read_text())
+    base["train"]["lr"] = 0.5
+    (grid["tmp"] / "other-base.yaml").write_text(yaml.safe_dump(base))
+    other = _write_grid(grid["tmp"] / "other.yaml", **{**data, "base": "other-base.yaml"})
+    with pytest.raises(ConfigError, match=r"another base or fixed settings \(train.lr: 0.001 -> 0.5\)"):
+        runner.run_grid(other, out, progress=False)
+    # the same grid (new seeds, another description) runs into it: nothing differs
+    more = _write_grid(grid["tmp"] / "more.yaml", **{**data, "description": "more seeds", "seeds": [0, 1, 2]})
+    table = runner.run_grid(more, out, dry_run=True)
+    assert (table["status"] == "pending").sum() == 3 and (table["status"] == "ok").sum() == 4
+    # --dry-run --overwrite lists the runs that would be replaced, and moves nothing
+    runner.run_grid(changed, out, dry_run=True, overwrite=True)
+    listed = capsys.readouterr().out
+    assert listed.count("[replace]") == 6 and not list(out.glob("replaced-*"))
+
+
+def test_a_run_killed_after_its_record_is_pending_never_ok_without_a_wall_time(grid, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(grid["out"], out)
+    run_id = "interaction=both,num_queries=2,seed=1"
+    info = folder.read_json(out / "runs" / run_id / folder.RUN_FILE)
+    folder.write_json(out / "runs" / run_id / folder.RUN_FILE,  # as written when the run started
+                      {k: v for k, v in {**info, "status": "running"}.items() if k not in ("wall_s", "finished")})
+    assert (out / "runs" / run_id / notebook.RECORD_FILE).is_file()
+    table = runner.collect(grid["spec"], out)
+    row = table.set_index("run_id").loc[run_id]
+    assert row["status"] == "pending" and pd.isna(row["wall_s"]) and pd.isna(row["t2v_R@1"])
+    assert [r.run_id for r in runner.plan(grid["spec"], out)[1]] == [run_id]
+    assert table.loc[table["status"] == "ok", "wall_s"].notna().all()
 
 
 def test_grid_figures_written(grid):

@@ -62,6 +62,9 @@ def test_setting_a_caption_shows_its_top_videos(explorer):
         assert f"ranks <b>#{ranks[i]}</b>" in explorer.status.value
         assert explorer.rank_of_match(caption) == ranks[i]
         assert "data:image/png;base64," in explorer.results.value   # frame strips
+        own_score = float(sim[i, f.caption_video[i]])
+        top = explorer.last_rows[0]
+        assert "S − S(own video)" in explorer.results.value and f"{top['score'] - own_score:+.4f}" in explorer.results.value
 
 
 def test_scores_split_into_global_and_local_contributions(explorer):
@@ -78,20 +81,78 @@ def test_scores_split_into_global_and_local_contributions(explorer):
     assert "global S_g" in explorer.results.value and f"local {lam:g}·S_l" in explorer.results.value
 
 
-def test_figure_draws_one_bar_per_part(explorer):
+def test_example_rows_add_the_own_video_and_related_videos_at_their_true_ranks(explorer):
+    f = explorer.features
+    sim = explorer.similarity()
+    ranks = t2v_ranks(sim, f.caption_video)
+    i = int(np.argmax(ranks))                                  # the caption whose video ranks worst
+    caption, own = f.captions[i], int(f.caption_video[i])
+    other = next(int(j) for j in torch.argsort(sim[i]) if int(j) != own)   # the lowest-scored other video
+    rows = explorer.example_rows(caption, 2, related={other: "twin"})
+    by_index = {r["index"]: r for r in rows}
+    assert by_index[own]["match"] and by_index[own]["role"] == "match" and by_index[own]["rank"] == ranks[i]
+    assert by_index[other]["role"] == "twin" and by_index[other]["rank"] == int((sim[i] >= sim[i, other]).sum())
+    assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
+    assert len(rows) == 2 + (ranks[i] > 2) + (by_index[other]["rank"] > 2)
+
+
+def test_figure_shows_differences_from_the_caption_s_own_video(explorer):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    caption = explorer.features.captions[0]
+    f = explorer.features
+    caption, own = f.captions[0], int(f.caption_video[0])
     fig = explorer.figure(caption, k=3)
     bars = fig.axes[-1]
+    lam = explorer.head.cfg.local_weight
     legend = [t.get_text() for t in bars.get_legend().get_texts()]
-    assert sorted(legend) == sorted(["global S_g", f"local {explorer.head.cfg.local_weight:g}·S_l", "S"])
-    rows = explorer.search(caption, 3)
-    totals = bars.collections[0].get_offsets()[:, 0]          # the dots mark S, one per row
-    np.testing.assert_allclose(totals, [r["score"] for r in rows], atol=1e-5)
+    assert sorted(legend) == sorted(["difference in global S_g", f"difference in local {lam:g}·S_l", "difference in S"])
+    rows = explorer.example_rows(caption, 3)
+    assert any(r["index"] == own for r in rows)                # the caption's video is always drawn
+    s_own = float(explorer.similarity()[0, own])
+    dots = bars.collections[0].get_offsets()[:, 0]             # the dots mark S - S(own video), one per row
+    np.testing.assert_allclose(dots, [r["score"] - s_own for r in rows], atol=1e-5)
+    assert bars.get_xlabel() == "score minus the caption's video's"
     plt.close(fig)
+
+
+def test_every_text_of_the_widget_and_retrieval_figures_is_at_least_8_points(explorer):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    viewer = explorer.attention_viewer([0, 1])
+    figures = [explorer.figure(explorer.features.captions[0], k=3), viewer._figure()]
+    fig, ax = plt.subplots()
+    viz.heatmap(np.random.default_rng(0).random((4, 5)), ax=ax, title="t", xlabel="x", ylabel="y", cbar_label="c")
+    figures.append(fig)
+    for fig in figures:
+        fig.canvas.draw()
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= viz.SMALL, min(sizes)
+        plt.close(fig)
+
+
+def test_widgets_carry_a_static_copy_of_their_view_for_exports(explorer):
+    import base64
+
+    explorer.query.value = explorer.features.captions[1]
+    static = explorer.static_html()
+    assert 'class="glscl-static"' in static and explorer.results.value in static and explorer.status.value in static
+    assert "data:image/png;base64," in static                  # the frame strips travel inline
+    viewer = explorer.attention_viewer([0, 1])
+    static = viewer.static_html()
+    assert base64.b64encode(viewer.image.value).decode() in static and viewer.summary.value in static
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    InteractiveShell.instance()
+    with capture_output() as shown:
+        viz.display_widget(viewer)
+    kinds = [set(o.data) for o in shown.outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in k for k in kinds)
+    assert any("text/html" in k and "glscl-static" in o.data["text/html"] for k, o in zip(kinds, shown.outputs))
 
 
 def test_top_k_slider_and_new_captions(explorer):
@@ -103,6 +164,7 @@ def test_top_k_slider_and_new_captions(explorer):
     # a sentence of the world's words that is not a test caption: encoded by the backbone
     explorer.query.value = "a large red circle moves up"
     assert "new caption" in explorer.status.value and len(explorer.last_rows) == 5
+    assert "S − S(own video)" not in explorer.results.value          # no own video to compare with
     assert not any(r["match"] for r in explorer.last_rows)
     # words outside the compact vocabulary: a message, no rows, no exception
     explorer.query.value = "a purple elephant dances"
@@ -213,3 +275,33 @@ def test_viz_helpers(tiny_world):
     expected, n = sample_frame_indices(2850, 30.0, 12)
     assert valid == n == 12 and np.array_equal(indices, expected)
     assert viz.repo_path("data/world") == viz.repo_root() / "data" / "world"
+
+
+def test_fit_queries_is_reproducible_and_idl_spreads_the_queries():
+    from glscl.config import LossConfig
+    from glscl.lab.ui import steps
+    from glscl.model.backbone import TextFeatures
+
+    cfg = ModelConfig(backbone="glscl-tiny", pretrained=None, num_frames=4, temporal_layers=1, temporal_heads=2,
+                      num_queries=4, decoder_layers=1, decoder_heads=2, dropout=0.0)
+    g = torch.Generator().manual_seed(0)
+    text = TextFeatures(tokens=torch.randn(6, 5, 16, generator=g), mask=torch.ones(6, 5, dtype=torch.bool),
+                        sentence=torch.randn(6, 16, generator=g))
+    batch = steps.Batch(torch.randn(6, 4, 16, generator=g), torch.ones(6, 4, dtype=torch.bool), text)
+    loss = LossConfig(icl_weight=0.0, idl_weight=1.0)
+    a, b = (steps.fit_queries(cfg, 16, 2.0, batch, loss, steps=15, lr=1e-2) for _ in range(2))
+    assert set(a.history.columns) >= {"loss", "contrastive", "icl", "idl"} and len(a.history) == 15
+    assert a.history.equals(b.history), "the same seed, batch and loss give the same optimisation"
+    before = steps.query_cosines(steps.fresh_head(cfg, 16, 2.0), batch)
+    after = steps.query_cosines(a.head, batch)
+    assert steps.off_diagonal_mean(after["visual"]) < steps.off_diagonal_mean(before["visual"])
+    assert a.history["idl"].iloc[-1] < a.history["idl"].iloc[0]
+    np.testing.assert_allclose(np.diag(after["visual"]), 1.0, atol=1e-5)
+
+
+def test_a_claim_that_no_longer_holds_stops_the_notebook():
+    from glscl.lab.ui.tutorial import claim, signed
+
+    with pytest.raises(AssertionError, match="no longer holds: twins separate"):
+        claim(False, "twins separate")
+    assert signed(0.00431) == "+0.0043" and signed(-3e-7) == "-3.0e-07" and signed(0.0) == "+0.0000"

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from decord import VideoReader, cpu
 from decord._ffi.base import DECORDError
-from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+from glscl.model.backbone import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 
 class VideoError(RuntimeError):

@@ -17,9 +17,10 @@ import json
 import time
 from pathlib import Path
 
-from glscl.config import RunConfig, build_config
+from glscl.config import ConfigError, RunConfig, build_config
 from glscl.data.world import WorldConfig, generate_world
 from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+from glscl.engine.results_folder import check_run_folder
 from glscl.engine.run import run
 
 HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}),
@@ -66,7 +67,7 @@ def main(argv=None) -> list[dict]:
     for label, name, overrides in HEADS:
         print(f"[3/4] training {label} ({', '.join(f'{k}={v}' for k, v in overrides.items())}) from the feature cache")
         cfg = build_config(base, {"name": name, **overrides})
-        records.append({"label": label, **run(cfg, progress=progress)})
+        records.append({"label": label, **run(cfg, progress=progress, overwrite=_stale(cfg))})
     print(f"[4/4] test split of the world, checkpoints chosen on validation ({time.perf_counter() - t0:.0f} s in all)\n")
     table = format_table(records)
     print(table)
@@ -74,6 +75,17 @@ def main(argv=None) -> list[dict]:
     (Path(args.out) / "table.md").write_text(table + "\n")
     (Path(args.out) / "results.json").write_text(json.dumps(records, indent=2))
     return records
+
+
+def _stale(cfg: RunConfig) -> bool:
+    """True when ``<out>/<name>`` holds a run of another config (e.g. the preset changed since): the demo
+    then retrains, and the old folder is moved aside to ``<name>.old-<time>``, never reused."""
+    try:
+        check_run_folder(cfg)
+    except ConfigError as e:
+        print(f"      {e.args[0].split(';')[0]}: retraining, the old folder is kept beside it")
+        return True
+    return False
 
 
 def format_table(records: list[dict]) -> str:

@@ -106,7 +106,8 @@ def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_v
     """S and the retrieval metrics of ``head`` on one split: texts encoded first and kept, videos streamed.
 
     The metrics hold 95 % bootstrap intervals of the headline recalls over test queries
-    (``glscl.engine.intervals``: t2v_R@1_lo, t2v_R@1_hi, ...). For heads with queries they also hold their diversity (``glscl.engine.diversity``):
+    (``glscl.engine.intervals``: t2v_R@1_lo, t2v_R@1_hi, ...). For heads with queries they also hold
+    their diversity (``glscl.engine.diversity``):
     video_query_cos, video_query_erank, text_query_cos, text_query_erank."""
     text = encode_texts(head, texts, device)
     video_diversity, blocks = QueryDiversity(), []

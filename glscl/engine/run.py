@@ -30,7 +30,7 @@ import torch
 
 from glscl.config import ConfigError, RunConfig
 from glscl.data import load_splits, require_readable_videos
-from glscl.data.cache import build_cache, weights_digest
+from glscl.data.cache import build_cache, lookup_cache, source_key, weights_digest, weights_identity
 from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
@@ -54,6 +54,31 @@ def _vocab(cfg: RunConfig, splits) -> tuple[int, ...] | None:
     return Tokenizer.build_vocab(sorted({c for s in splits.values() for c in s.captions}), cfg.model.max_words)
 
 
+def _vocab_source(cfg: RunConfig, splits) -> str:
+    """What ``_vocab`` builds the compact vocabulary from (the world's file, or every split's captions)."""
+    if cfg.data.dataset == "world":
+        return (Path(cfg.data.root) / "world.json").read_text()
+    return json.dumps(sorted({c for s in splits.values() for c in s.captions}))
+
+
+def source_keys(cfg: RunConfig, splits) -> dict[str, str] | None:
+    """Each split's ``glscl.data.cache.source_key`` (None for a random backbone: no index)."""
+    weights = weights_identity(cfg.model.pretrained, cfg.data.cache_dir)
+    if weights is None:
+        return None
+    vocab_source = _vocab_source(cfg, splits) if cfg.model.compact_vocab else ""
+    return {s: source_key(cfg.model, cfg.data.sample_fps, splits[s], weights, vocab_source) for s in splits}
+
+
+def indexed_caches(cfg: RunConfig, splits, device) -> dict | None:
+    """Every split's cache from the source index, the backbone unbuilt; None on any miss."""
+    keys = source_keys(cfg, splits)
+    if keys is None or cfg.model.temporal_init == "clip":  # the head copies the backbone's text layers
+        return None
+    caches = {s: lookup_cache(cfg.data.cache_dir, k) for s, k in keys.items()}
+    return None if any(c is None for c in caches.values()) else caches
+
+
 def load_backbone(cfg: RunConfig, splits, device="cpu"):
     """The configured backbone (with the compact vocabulary when asked) and that vocabulary."""
     vocab = _vocab(cfg, splits)
@@ -64,11 +89,13 @@ def load_backbone(cfg: RunConfig, splits, device="cpu"):
 
 
 def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool = True) -> dict:
-    """Feature caches of every split (built once, then reused until weights, sampling or data change)."""
+    """Feature caches of every split (built once, then reused until weights, sampling or data change),
+    each recorded in the source index."""
     weights = weights_digest(backbone.clip)  # hashed once for all splits
+    keys = source_keys(cfg, splits) or {}
     return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
                            sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
-                           progress=progress, weights=weights) for s in splits}
+                           progress=progress, weights=weights, source=keys.get(s)) for s in splits}
 
 
 def _transform(backbone) -> ClipTransform:
@@ -111,12 +138,26 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
     if not cfg.data.cache_dir and not cfg.data.skip_bad:
         for name in ("val", "test"):
             require_readable_videos(splits[name])
-    backbone, vocab = load_backbone(cfg, splits, device)
-    head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
+    t0 = time.perf_counter()
+    caches = indexed_caches(cfg, splits, device) if cfg.data.cache_dir else None
+    backbone = None
+    if caches is None:  # no cache, or not every split's cache in the index: build the backbone (and the caches)
+        backbone, vocab = load_backbone(cfg, splits, device)
+        if cfg.data.cache_dir:
+            caches = build_caches(cfg, backbone, splits, device, progress)
+    if caches is not None:
+        meta = caches["train"].meta
+        vocab = tuple(meta["vocab"]) if meta["vocab"] is not None else None
+    t_cache = time.perf_counter() - t0 if cfg.data.cache_dir else 0.0
+    # building the backbone and the caches draws from the generator: the head and everything after it
+    # are seeded here, so a run that finds its caches in the index (no backbone built) trains the same
+    seed_everything(cfg.train.seed)
+    if backbone is None:
+        head = create_head(cfg.model, meta["width"], meta["logit_scale"]).to(device)
+    else:
+        head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
     t0 = time.perf_counter()
     if cfg.data.cache_dir:
-        caches = build_caches(cfg, backbone, splits, device, progress)
-        t_cache = time.perf_counter() - t0
         start_fresh(cfg, resume=resume, overwrite=overwrite)
         run_dir, trainer = train_from_cache(cfg, head, caches["train"], caches["val"], device=device, progress=progress,
                                             resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)

@@ -29,14 +29,24 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import open_clip
 import torch
 from torch import nn
 
 from glscl.config import ConfigError
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-open_clip.add_model_config(MODEL_CONFIG_DIR)
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's pixel normalisation (open_clip.constants)
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _open_clip():
+    """open_clip, imported on first use with the package's model configs registered (a run from the
+    feature cache never needs it)."""
+    import open_clip
+    if str(MODEL_CONFIG_DIR) not in getattr(_open_clip, "registered", ()):
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _open_clip.registered = (str(MODEL_CONFIG_DIR),)
+    return open_clip
 
 
 @dataclass
@@ -58,7 +68,7 @@ class Tokenizer:
 
     def __init__(self, context_length: int, vocab: tuple[int, ...] | None = None):
         self.context_length = context_length
-        self.bpe = open_clip.tokenizer.SimpleTokenizer()
+        self.bpe = _open_clip().tokenizer.SimpleTokenizer()
         self.vocab = vocab
         if vocab is not None:
             if list(vocab) != sorted(set(vocab)) or vocab[0] != 0:
@@ -101,6 +111,7 @@ def _resolve(name: str, pretrained: str | None, setting: str = "model.pretrained
         return pretrained, None
     if pretrained and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
         raise FileNotFoundError(f"{setting} = {pretrained!r}: the checkpoint file does not exist")
+    open_clip = _open_clip()
     if name not in open_clip.list_models():
         raise ConfigError(f"model.backbone = {name!r} is not an open_clip model; e.g. {', '.join(['glscl-tiny', 'ViT-B-32', 'ViT-B-16'])}")
     if pretrained and not Path(pretrained).exists() and not open_clip.get_pretrained_cfg(name, pretrained):
@@ -220,6 +231,7 @@ def create_backbone(name: str = "ViT-B-32", pretrained: str | None = None, *, co
         setting: the config field that named ``pretrained`` (for error messages).
     """
     model_name, tag = _resolve(name, pretrained, setting)
+    open_clip = _open_clip()
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.CRITICAL)  # open_clip warns on purpose-random init and logs what it raises
     try:
@@ -238,8 +250,8 @@ def create_backbone(name: str = "ViT-B-32", pretrained: str | None = None, *, co
     if context_length > max_ctx:
         raise ConfigError(f"model.max_words = {context_length} exceeds the backbone's context length {max_ctx}")
     pre = dict(getattr(clip.visual, "preprocess_cfg", {}) or {})
-    pre.setdefault("mean", open_clip.constants.OPENAI_DATASET_MEAN)
-    pre.setdefault("std", open_clip.constants.OPENAI_DATASET_STD)
+    pre.setdefault("mean", OPENAI_DATASET_MEAN)
+    pre.setdefault("std", OPENAI_DATASET_STD)
     return Backbone(clip, model_name if not model_name.startswith("local-dir:") else name, pre, context_length)
 
 
@@ -255,7 +267,7 @@ def save_backbone(backbone: Backbone, path: str | Path, *, as_dir: bool = False)
     sd = {k: v.contiguous() for k, v in backbone.expanded_state_dict().items()}
     if as_dir:
         path.mkdir(parents=True, exist_ok=True)
-        model_cfg = open_clip.get_model_config(backbone.name)
+        model_cfg = _open_clip().get_model_config(backbone.name)
         (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {
             "mean": list(backbone.preprocess_cfg["mean"]), "std": list(backbone.preprocess_cfg["std"])}}, indent=2))
         save_file(sd, str(path / "open_clip_model.safetensors"))

@@ -26,7 +26,8 @@ class WorldConfig:
     """Everything that determines a world; the same config always gives the same files.
 
     n_train, n_val, n_test: videos per split (one caption per evaluation video: the default test split
-    has 1,000 captions, the size of MSR-VTT's 1k-A test, so that R@1 has a standard error near 1.5 points). frames: frames per clip (one per second at fps=1).
+    has 1,000 captions, the size of MSR-VTT's 1k-A test, so that R@1 has a standard error near 1.5 points).
+    frames: frames per clip (one per second at fps=1).
     size: frame side in pixels (a multiple of 16, so the mp4 encoder never resizes).
     max_objects: named objects per clip, 1 or 2 (1 allows only "single" captions).
     distractors: unnamed still objects per clip (0-2). detail_share: share of each evaluation split

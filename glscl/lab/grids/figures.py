@@ -119,10 +119,18 @@ def _is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
+def _as_labels(table: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
+    """``table`` with ``cols`` replaced by their labels (``fmt_value``: a missing value, e.g. K of the
+    global-only runs, becomes the level '—'), so that every level, missing included, can be selected."""
+    cols = [c for c in cols if c]
+    return table.assign(**{c: [fmt_value(v) for v in table[c]] for c in cols}) if cols else table
+
+
 def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iterable[str] = ("t2v_R@1",)):
     """Metrics against numeric ``x`` (mean and 95 % t-band per ``hue`` level); returns the figure."""
     metrics = _metrics(table, metrics)
     fig, axes = _panels(len(metrics))
+    table = _as_labels(table, [hue])      # a missing hue value is the level '—'
     levels = list(dict.fromkeys(table.loc[table["status"] == "ok", hue])) if hue else [None]
     palette = dict(zip(levels, sns.color_palette(n_colors=max(1, len(levels)))))
     xs = sorted(v for v in table[x].dropna().unique())
@@ -177,10 +185,12 @@ def metric_heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] =
 
 def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iterable[str] = ("t2v_R@1",),
              title: str = "mean over seeds, 95 % t-interval"):
-    """Bars (mean, 95 % t-interval error bars) per level of ``x``, grouped by ``hue``; returns the figure."""
+    """Bars (mean, 95 % t-interval error bars) per level of ``x``, grouped by ``hue``; returns the figure.
+
+    A missing value of ``x`` or ``hue`` (a key that does not apply to some runs) is a level of its own, '—'."""
     metrics = _metrics(table, metrics)
     fig, axes = _panels(len(metrics))
-    ok = table[table["status"] == "ok"]
+    ok = _as_labels(table[table["status"] == "ok"], [x, hue])
     xs = list(dict.fromkeys(ok[x]))
     hues = list(dict.fromkeys(ok[hue])) if hue else [None]
     colors = sns.color_palette(n_colors=max(len(hues), len(xs)))
@@ -189,7 +199,7 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
         s = summarize(ok, [x] + ([hue] if hue else []), metric)
         for j, h in enumerate(hues):
             sub = s if hue is None else s[s[hue] == h]
-            pos, mean, err = [], [], [[], []]
+            pos, mean, err, color = [], [], [[], []], []
             for i, level in enumerate(xs):
                 row = sub[sub[x] == level]
                 if len(row):
@@ -199,8 +209,8 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
                     mean.append(m)
                     err[0].append(m - lo)
                     err[1].append(hi - m)
-            ax.bar(pos, mean, width=width * 0.95, yerr=err, capsize=3, label=None if hue is None else str(h),
-                   color=colors[j] if hue else [colors[xs.index(level)] for level in xs if len(sub[sub[x] == level])])
+                    color.append(colors[j] if hue else colors[i])
+            ax.bar(pos, mean, width=width * 0.95, yerr=err, capsize=3, label=None if hue is None else str(h), color=color)
         ax.set_xticks(range(len(xs)), [str(v) for v in xs])
         ax.set_xlabel(_label(x))
         ax.set_ylabel(_label(metric))

@@ -16,8 +16,9 @@ Out: ``<out_dir>/<name>/record.json`` (``RECORD_FILE``), written atomically as t
     prepare_s      seconds spent preparing the world and the tiny CLIP (0 when not asked for)
     run_s          seconds inside ``run()`` (data, cache, training, evaluation)
 
-A run is finished exactly when its record.json exists. Besides it, the results folder holds what
-``run()`` writes (config.yaml, metrics.json, curve.csv, checkpoints/, ...).
+The notebook has finished a run when its record.json exists (in a grid, the run is ok once the
+grid's ablate.json, written after it, says so: ``glscl.lab.grids.folder``). Besides it, the results
+folder holds what ``run()`` writes (config.yaml, metrics.json, curve.csv, checkpoints/, ...).
 """
 from __future__ import annotations
 

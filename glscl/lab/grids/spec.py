@@ -17,11 +17,14 @@ A grid file (YAML) names a base config and dotted config keys (the ones ``glscl 
         keys: [model.num_queries]                    # (the key keeps its fixed/base value)
     exclude:                   # points to leave out: every key of an entry must match
       - {model.interaction: local, model.num_queries: 1}
-    seeds: [0, 1]              # train.seed of each run
-    workers: 2                 # parallel runs (the CLI's --workers wins)
+    seeds: [0, 1, 2, 3, 4]     # train.seed of each run; each seed once
+    workers: 2                 # runs at once per machine: each gets the machine's CPUs // workers
+                               # (the CLI's --workers and --cpus-per-run win)
     metrics: [t2v_R@1, v2t_R@1, twin_accuracy]       # optional; the first is the headline metric
 
-``when`` values may be a list (any of them matches). Each run gets a stable id built from the
+``when`` values may be a list (any of them matches). A key or value in ``irrelevant.when`` or
+``exclude`` that matches no grid point (a typo) stops with one line naming it, and so does a
+repeated seed. Each run gets a stable id built from the
 varying values it keeps and its seed, e.g. ``interaction=both,num_queries=4,seed=0`` (the last part
 of a dotted key, or the whole key where two would clash). Runs are ordered seed-major (every
 configuration of seed 0 first), so a grid stopped early already covers whole seeds. A run's config
@@ -115,20 +118,42 @@ def load_grid(path: str | Path) -> GridSpec:
     if "train.seed" in spec.vary or "train.seed" in spec.fixed:
         raise ConfigError(f"{where} set seeds with 'seeds:', not train.seed")
     for rule in spec.irrelevant:
-        if not isinstance(rule, dict) or set(rule) != {"when", "keys"}:
+        if not (isinstance(rule, dict) and set(rule) == {"when", "keys"} and isinstance(rule["when"], dict)
+                and isinstance(rule["keys"], list)):
             raise ConfigError(f"{where} each 'irrelevant' entry has exactly 'when' (key: value) and 'keys' (list)")
-        for key in list(rule["when"]) + list(rule["keys"]):
+        for key in rule["keys"]:
             if key not in spec.vary:
                 raise ConfigError(f"{where} irrelevant: '{key}' is not a varying key")
+        _check_condition(spec, rule["when"], f"{where} irrelevant: when")
     for entry in spec.exclude:
-        for key in entry:
-            if key not in spec.vary:
-                raise ConfigError(f"{where} exclude: '{key}' is not a varying key")
-    if not spec.seeds or not all(isinstance(s, int) for s in spec.seeds):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} each 'exclude' entry is a mapping (varying key: value)")
+        _check_condition(spec, entry, f"{where} exclude:")
+    if not spec.seeds or not isinstance(spec.seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                        for s in spec.seeds):
         raise ConfigError(f"{where} seeds must be a non-empty list of integers")
+    repeated = sorted({s for s in spec.seeds if spec.seeds.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{where} seeds {spec.seeds}: {', '.join(map(str, repeated))} repeated (each seed runs once)")
     if not isinstance(spec.workers, int) or spec.workers < 1:
         raise ConfigError(f"{where} workers must be an integer >= 1")
     return spec
+
+
+def _check_condition(spec: GridSpec, condition: dict, where: str) -> None:
+    """Every key of an ``irrelevant.when`` or ``exclude`` entry varies, and every value it names is one
+    of that key's values: a value that matches no grid point (a typo) stops the grid."""
+    for key, want in condition.items():
+        if key not in spec.vary:
+            raise ConfigError(f"{where} '{key}' is not a varying key")
+        for value in want if isinstance(want, list) else [want]:
+            if not any(_same(value, v) for v in spec.vary[key]):
+                raise ConfigError(f"{where} {key} = {value!r} matches no grid point ({key} varies over {spec.vary[key]})")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as grid values: 1 == 1.0, but True is not 1."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def matches(values: dict, condition: dict) -> bool:
@@ -137,7 +162,7 @@ def matches(values: dict, condition: dict) -> bool:
         if key not in values:
             return False
         options = want if isinstance(want, list) else [want]
-        if values[key] not in options:
+        if not any(_same(values[key], o) for o in options):
             return False
     return True
 

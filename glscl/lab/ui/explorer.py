@@ -10,14 +10,15 @@ trained head and a feature cache (``from_cache``) or from a results folder writt
 The callback is a plain method (``show``) and every result lands in a widget whose content can be
 read in code: ``explorer.results.value`` (HTML, one ``data-video-id`` per row) and
 ``explorer.last_rows``. Setting a widget's value in code (``explorer.query.value = caption``) runs
-the same callback a user's pick runs. ``attention_viewer`` opens a ``QueryAttentionViewer``
+the same callback a user's pick runs. Displayed, the widget comes with a static copy of its view
+(``static_html``), so a notebook exported without a live kernel still shows it. ``attention_viewer`` opens a ``QueryAttentionViewer``
 (``glscl.lab.ui.query_viewer``) on some pairs of the split.
 """
 from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import torch
 from glscl.engine.evaluate import backbone_texts, backbone_videos, encode_texts, encode_videos
 from glscl.lab.ui import viz
 from glscl.lab.ui.query_viewer import QueryAttentionViewer
+from glscl.lab.ui.retrieval_figure import plot_retrieval
 from glscl.model.backbone import TextFeatures
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
 
@@ -246,6 +248,26 @@ class RetrievalExplorer:
                  "parts": {name: float(v[j]) for name, v in parts.items()}, "match": j in own}
                 for r, j in enumerate(order)]
 
+    def example_rows(self, caption: str, k: int | None = None, related: Mapping[int, str] | None = None) -> list[dict]:
+        """``search(caption, k)`` plus, where they are not in the top k, the caption's own video (role
+        'match') and the videos of ``related`` (gallery index -> role, e.g. {twin's index: 'twin'}),
+        each with its true rank (ties count against it, as in the metrics). Rows in rank order."""
+        caption = caption.strip()
+        rows = self.search(caption, k)
+        parts = self.contributions(caption)
+        score = sum(parts.values())
+        own = self.caption_videos.get(caption, set())
+        roles = {j: "match" for j in own} | {int(j): r for j, r in (related or {}).items() if int(j) not in own}
+        for r in rows:
+            r["role"] = roles.get(r["index"])
+        shown = {r["index"] for r in rows}
+        for j, role in roles.items():
+            if j not in shown:
+                rows.append({"rank": int((score >= score[j]).sum()), "index": j, "video_id": self.features.video_ids[j],
+                             "score": float(score[j]), "parts": {n: float(v[j]) for n, v in parts.items()},
+                             "match": j in own, "role": role})
+        return sorted(rows, key=lambda r: (r["rank"], r["index"]))
+
     def rank_of_match(self, caption: str) -> int | None:
         """Rank of the caption's own video (ties count against the model, as in the metrics); None if unknown."""
         own = self.caption_videos.get(caption.strip())
@@ -310,7 +332,13 @@ class RetrievalExplorer:
             return (f'<span style="display:inline-block;width:{width}px;height:9px;background:{colour};'
                     f'opacity:{1.0 if v >= 0 else 0.45}"></span> {v:+.3f}')
 
-        head = ["#", "video", "frames", "S"] + [html.escape(self.part_label(n)) for n in names]
+        own = self.caption_videos.get(caption, set())
+        ref = None
+        if own:     # the caption's own video: every score is also given as its difference from it
+            score = sum(self.contributions(caption).values())
+            ref = max(float(score[j]) for j in own)
+        head = ["#", "video", "frames", "S"] + ([] if ref is None else ["S − S(own video)"])
+        head += [html.escape(self.part_label(n)) for n in names]
         out = [f'<div class="glscl-results" data-caption="{html.escape(caption)}">',
                '<table style="border-collapse:collapse;font-size:12px">',
                "<tr>" + "".join(f'<th style="text-align:left;padding:2px 8px">{h}</th>' for h in head) + "</tr>"]
@@ -319,17 +347,19 @@ class RetrievalExplorer:
             style = "background:#e8f5e9" if r["match"] else ""
             cells = [str(r["rank"]), html.escape(r["video_id"]) + (" &#10003;" if r["match"] else ""),
                      _img_tag(png, r["video_id"]) if png else "", f"<b>{r['score']:.3f}</b>"]
+            cells += [] if ref is None else [f"{r['score'] - ref:+.4f}"]
             cells += [bar(r["parts"][n], _colour(n)) for n in names]
             out.append(f'<tr data-video-id="{html.escape(r["video_id"])}" data-rank="{r["rank"]}" style="{style}">'
                        + "".join(f'<td style="padding:2px 8px">{c}</td>' for c in cells) + "</tr>")
         out.append("</table></div>")
         return "\n".join(out)
 
-    def figure(self, caption: str, k: int | None = None):
-        """A matplotlib figure of ``search(caption, k)``: frame strips and score parts."""
-        rows = self.search(caption, k)
+    def figure(self, caption: str, k: int | None = None, related: Mapping[int, str] | None = None):
+        """A matplotlib figure of ``example_rows(caption, k, related)``: frame strips, and each score as its
+        difference from the caption's own video, part by part (``retrieval_figure.plot_retrieval``)."""
+        rows = self.example_rows(caption, k, related)
         names = list(rows[0]["parts"]) if rows else []
-        return viz.plot_retrieval(caption, rows, self.frames, labels={n: self.part_label(n) for n in names},
+        return plot_retrieval(caption, rows, self.frames, labels={n: self.part_label(n) for n in names},
                                   colours={n: _colour(n) for n in names})
 
     def _on_query(self, change) -> None:
@@ -354,6 +384,11 @@ class RetrievalExplorer:
                                     words=words, images=images, captions=[f.captions[i] for i in idx],
                                     labels=[f.video_ids[v] for v in vids], device=self.device, **kwargs)
 
+    def static_html(self) -> str:
+        """The explorer's current view (status and results, frame strips inlined as PNG) as plain HTML:
+        what an export without a live kernel shows (``viz.display_widget``)."""
+        return (f'<div class="glscl-static"><p><i>retrieval explorer, {html.escape(repr(self.last_caption or ""))}</i>: '
+                f'{self.status.value}</p>{self.results.value}</div>')
+
     def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+        viz.display_widget(self)

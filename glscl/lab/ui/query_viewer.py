@@ -3,9 +3,11 @@
 ``QueryAttentionViewer``: sliders over the query, the (video, caption) item, the frame and the
 decoder layer (``LocalInteraction.attention_maps``). ``update`` is what moving a slider runs;
 ``viewer.image.value`` (PNG bytes) and ``viewer.current`` (the numbers drawn) can be read in code.
+Displayed, the widget comes with a static copy of its view (``static_html``) for exports.
 """
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Sequence
 
@@ -103,34 +105,48 @@ class QueryAttentionViewer:
         c = self.current
         b, k, f, layer = c["item"], c["query"], c["frame"], c["layer"]
         t, words = self.num_frames, c["words"]
-        fig = plt.figure(figsize=(12, 5.4))
-        grid = fig.add_gridspec(2, 2, width_ratios=[1.6, 1], hspace=0.7, wspace=0.2, left=0.06, right=0.97,
-                                top=0.93, bottom=0.16)
+        fig = plt.figure(figsize=(11, 5.6))
+        grid = fig.add_gridspec(2, 2, width_ratios=[1.6, 1], hspace=0.75, wspace=0.25, left=0.07, right=0.97,
+                                top=0.93, bottom=0.17)
         ax = fig.add_subplot(grid[0, 0])
+        title = f"{self.labels[b]}: attention of query {k} over frames"
         if self.images is not None:
             viz.show_strip(self.images[b], self.frame_mask[b], ax=ax, weights=c["frame_attention"], highlight=f,
-                           weight_label=f"query {k}", title=f"{self.labels[b]}: attention of query {k} over frames")
+                           weight_label=f"query {k}", title=title)
         else:
             ax.bar(range(t), c["frame_attention"], color="#1f77b4")
             ax.set_xticks(range(t))
-            ax.set_title(f"{self.labels[b]}: attention of query {k} over frames", fontsize=9, loc="left")
+            ax.tick_params(labelsize=viz.SMALL)
+            ax.set_xlabel("frame", fontsize=viz.SMALL + 1)
+            ax.set_ylabel("attention", fontsize=viz.SMALL + 1)
+            ax.set_title(title, fontsize=9, loc="left")
         ax = fig.add_subplot(grid[0, 1])
-        viz.matrix_image(self.video_maps[layer, b], ax=ax, vmin=0,
+        top = float(max(self.video_maps[layer, b].max(), self.text_maps[layer, b, :, :len(words)].max()))  # one scale
+        viz.matrix_image(self.video_maps[layer, b], ax=ax, vmin=0, vmax=top,
                          xlabels=[str(i) if self.frame_mask[b, i] else "pad" for i in range(t)],
                          ylabels=[f"q{i}" for i in range(self.num_queries)], highlight_row=k, highlight_cell=(k, f),
-                         title="all queries x frames", xlabel="frame")
+                         title="all queries x frames", xlabel="frame", ylabel="query", cbar_label="attention")
         ax = fig.add_subplot(grid[1, 0])
         ax.bar(range(len(words)), c["word_attention"], color="#ff7f0e")
         ax.set_xticks(range(len(words)))
-        ax.set_xticklabels(words, rotation=60, fontsize=7, ha="right")
+        ax.set_xticklabels(words, rotation=60, fontsize=viz.SMALL, ha="right")
+        ax.tick_params(axis="y", labelsize=viz.SMALL)
+        ax.set_ylabel("attention", fontsize=viz.SMALL + 1)
         ax.set_ylim(0, max(0.05, float(c["word_attention"].max()) * 1.15))
         ax.set_title(f"\"{self.captions[b]}\": attention of query {k} over words", fontsize=9, loc="left")
         ax.grid(axis="y", alpha=0.3)
         ax = fig.add_subplot(grid[1, 1])
-        viz.matrix_image(self.text_maps[layer, b, :, :len(words)], ax=ax, vmin=0, xlabels=words,
-                         ylabels=[f"q{i}" for i in range(self.num_queries)], highlight_row=k, title="all queries x words")
+        viz.matrix_image(self.text_maps[layer, b, :, :len(words)], ax=ax, vmin=0, vmax=top, xlabels=words,
+                         ylabels=[f"q{i}" for i in range(self.num_queries)], highlight_row=k, title="all queries x words",
+                         ylabel="query", cbar_label="attention")
         return fig
 
+    def static_html(self) -> str:
+        """The viewer's current view (summary and figure, inlined as PNG) as plain HTML: what an export
+        without a live kernel shows (``viz.display_widget``)."""
+        png = base64.b64encode(self.image.value).decode()
+        return (f'<div class="glscl-static"><p><i>query-attention viewer</i>: {self.summary.value}</p>'
+                f'<img src="data:image/png;base64,{png}" alt="query attention" style="max-width:100%"/></div>')
+
     def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+        viz.display_widget(self)

@@ -5,10 +5,11 @@ growth figure is ``glscl.lab.bench.report.plot_growth``; a grid's figures are ``
 
 * frames: ``strip_image`` (frames side by side, padded frames grey), ``show_strip`` (on an axes,
   optionally with a per-frame weight bar underneath), ``png_bytes`` / ``figure_png`` (for widgets);
+* widgets: ``display_widget`` (a widget and a static HTML copy of its view, for exports);
 * matrices: ``heatmap`` (seaborn, optional annotation and highlighted cells), ``matrix_image`` (imshow,
   fast enough for widgets), ``cosine_matrix``;
 * sampling: ``plot_sampling`` (which native frames ``sample_frame_indices`` keeps);
-* training and retrieval: ``plot_curve``, ``score_bars``, ``plot_retrieval``;
+* training: ``plot_curve`` (retrieval figures: ``glscl.lab.ui.retrieval_figure``);
 * text: ``token_labels`` (the word piece at every token position, for attention plots);
 * paths: ``repo_path`` (notebooks run from ``notebooks/``; their relative paths mean the repository root),
   ``saved_path`` (a path from a saved config).
@@ -16,12 +17,13 @@ growth figure is ``glscl.lab.bench.report.plot_growth``; a grid's figures are ``
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 PAD_GREY = 90  # colour of a padded (masked) frame in a strip
+SMALL = 8      # the smallest font size (points) any helper here draws, at the figure's saved size
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,12 +81,13 @@ def strip_image(frames, mask=None, gap: int = 2, gap_value: int = 255) -> np.nda
 
 
 def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=None, labels: Sequence[str] | None = None,
-               highlight: int | None = None, weight_label: str = "weight", title_size: float = 9):
+               highlight: int | None = None, weight_label: str = "weight", title_size: float = 9,
+               weight_max: float | None = None):
     """Draw a frame strip on ``ax`` (a new figure if None); returns the axes.
 
     weights: one value per frame, drawn as bars under the strip (e.g. global interaction weights or
-    a query's attention); labels: text under each frame (default "t=0", "t=1", ... and "pad");
-    highlight: index of a frame to outline.
+    a query's attention), scaled to ``weight_max`` (default: their largest value); labels: text under
+    each frame (default "t=0", "t=1", ... and "pad"); highlight: index of a frame to outline.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
@@ -100,7 +103,7 @@ def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=Non
     if labels is None:
         labels = [f"t={i}" if m[i] else "pad" for i in range(t)]
     ax.set_xticks(centres)
-    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_xticklabels(labels, fontsize=SMALL)
     ax.tick_params(axis="x", length=0)
     ax.set_yticks([])
     for side in ("top", "right", "left", "bottom"):
@@ -114,12 +117,12 @@ def show_strip(frames, mask=None, ax=None, title: str | None = None, weights=Non
         bar_h = 0.75 * h
         top = h + 2
         ax.set_ylim(top + bar_h + 1, -1)
-        peak = max(float(np.nanmax(wts)), 1e-12)
+        peak = max(float(np.nanmax(wts)) if weight_max is None else float(weight_max), 1e-12)
         for i, v in enumerate(wts):
             height = 0.7 * bar_h * v / peak
             ax.add_patch(Rectangle((i * (w + gap), top + bar_h - height), w, height, color="#1f77b4", alpha=0.85))
-            ax.text(centres[i], top + bar_h - height - 1, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
-        ax.text(-2, top + bar_h, weight_label, ha="right", va="bottom", fontsize=7)
+            ax.text(centres[i], top + bar_h - height - 1, f"{v:.2f}", ha="center", va="bottom", fontsize=SMALL)
+        ax.text(-2, top + bar_h, weight_label, ha="right", va="bottom", fontsize=SMALL)
     return ax
 
 
@@ -133,6 +136,19 @@ def png_bytes(image: np.ndarray, height: int | None = None) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def display_widget(view, static: bool = True) -> None:
+    """Display ``view.widget`` and, below it, ``view.static_html()``: a copy of the widget's view as it is
+    now, in plain HTML (images inlined). A notebook exported to HTML, or opened without a live kernel,
+    shows the static copy where the widget itself cannot render."""
+    from IPython.display import HTML, display
+
+    display(view.widget)
+    if static:
+        display(HTML('<details open class="glscl-static-fallback"><summary style="font-size:12px;color:#555">'
+                     "static copy of the widget's first view (for exports; the widget above is live)</summary>"
+                     + view.static_html() + "</details>"))
 
 
 def figure_png(fig, dpi: int = 90, close: bool = True, tight: bool = True) -> bytes:
@@ -162,10 +178,12 @@ def cosine_matrix(a, b=None) -> np.ndarray:
 def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = None, vmin=None, vmax=None,
             cmap: str = "viridis", annotate: bool | None = None, fmt: str = ".2f", cbar: bool = True,
             highlight: Sequence[tuple[int, int]] = (), xlabel: str | None = None, ylabel: str | None = None,
-            label_size: float = 7, xrotation: float = 90):
+            label_size: float = SMALL, xrotation: float = 90, cbar_label: str | None = None):
     """A seaborn heat map of a 2-D matrix; ``highlight`` outlines cells (row, column). Returns the axes.
 
     annotate: write the values in the cells (default: when the matrix has at most 12 x 16 cells).
+    Panels that are compared should share ``vmin`` and ``vmax`` (one colour scale); ``cbar_label``
+    names the colour bar's quantity.
     """
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -179,8 +197,13 @@ def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = Non
     if annotate is None:
         annotate = m.shape[0] <= 12 and m.shape[1] <= 16
     sns.heatmap(m, ax=ax, vmin=vmin, vmax=vmax, cmap=cmap, annot=annotate, fmt=fmt, cbar=cbar,
-                annot_kws={"fontsize": 6}, xticklabels=list(xlabels) if xlabels is not None else "auto",
-                yticklabels=list(ylabels) if ylabels is not None else "auto", square=False)
+                annot_kws={"fontsize": SMALL}, xticklabels=list(xlabels) if xlabels is not None else "auto",
+                yticklabels=list(ylabels) if ylabels is not None else "auto", square=False,
+                cbar_kws={"label": cbar_label} if cbar and cbar_label else None)
+    if cbar and ax.collections and ax.collections[0].colorbar is not None:
+        cb = ax.collections[0].colorbar
+        cb.ax.tick_params(labelsize=SMALL)
+        cb.ax.yaxis.label.set_size(SMALL)
     ax.tick_params(axis="x", labelsize=label_size, rotation=xrotation)
     ax.tick_params(axis="y", labelsize=label_size, rotation=0)
     for r, c in highlight:
@@ -188,16 +211,17 @@ def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = Non
     if title:
         ax.set_title(title, fontsize=9)
     if xlabel:
-        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=SMALL + 1)
     if ylabel:
-        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=SMALL + 1)
     return ax
 
 
 def matrix_image(matrix, ax, xlabels=None, ylabels=None, title: str | None = None, vmin=None, vmax=None,
                  cmap: str = "magma", highlight_row: int | None = None, highlight_cell: tuple[int, int] | None = None,
-                 xlabel: str | None = None, label_size: float = 7, colorbar: bool = True):
-    """A light heat map (``imshow``, no annotations): fast enough to redraw on every widget event."""
+                 xlabel: str | None = None, ylabel: str | None = None, label_size: float = SMALL,
+                 colorbar: bool = True, cbar_label: str | None = None):
+    """A light heat map (``imshow``, no annotations): fast enough to redraw on every widget event. Returns the image."""
     from matplotlib.patches import Rectangle
 
     m = np.asarray(matrix.detach().cpu() if hasattr(matrix, "detach") else matrix, dtype=float)
@@ -214,12 +238,17 @@ def matrix_image(matrix, ax, xlabels=None, ylabels=None, title: str | None = Non
         r, c = highlight_cell
         ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, ec="#ff00ff", lw=2))
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+        cb.ax.tick_params(labelsize=SMALL)
+        if cbar_label:
+            cb.set_label(cbar_label, fontsize=SMALL)
     if title:
         ax.set_title(title, fontsize=9)
     if xlabel:
-        ax.set_xlabel(xlabel, fontsize=8)
-    return ax
+        ax.set_xlabel(xlabel, fontsize=SMALL + 1)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=SMALL + 1)
+    return im
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,14 +282,15 @@ def plot_sampling(num_native_frames: int, native_fps: float, num_frames: int, sa
     for j in range(num_frames):
         real = j < valid
         ax.add_patch(plt.Rectangle((j * box_w, -1.4), box_w * 0.9, 0.6, color="#2ca02c" if real else "0.85", ec="0.3"))
-        ax.text(j * box_w + box_w * 0.45, -1.1, "1" if real else "0", ha="center", va="center", fontsize=7)
+        ax.text(j * box_w + box_w * 0.45, -1.1, "1" if real else "0", ha="center", va="center", fontsize=SMALL)
     ax.set_yticks([2, 1, 0, -1.1])
     ax.set_yticklabels([f"{num_native_frames} native frames\n({seconds:.1f} s at {native_fps:g} fps)", "1 fps candidates",
-                        "kept", "mask (T slots)"], fontsize=7)
+                        "kept", "mask (T slots)"], fontsize=SMALL)
     ax.set_ylim(-1.7, 2.6)
     ax.set_xlim(-0.02 * num_native_frames, 1.02 * num_native_frames)
-    ax.set_xlabel("native frame index", fontsize=8)
-    ax.legend(fontsize=7, loc="upper right", ncol=2, bbox_to_anchor=(1, 1.3))
+    ax.set_xlabel("native frame index", fontsize=SMALL + 1)
+    ax.tick_params(axis="x", labelsize=SMALL)
+    ax.legend(fontsize=SMALL, loc="upper right", ncol=2, bbox_to_anchor=(1, 1.3))
     if title:
         ax.set_title(title, fontsize=9, loc="left")
     return ax, indices, valid
@@ -285,7 +315,7 @@ def plot_curve(curve, axes=None):
     ax.set_ylabel("training loss (epoch mean)")
     for a in axes:
         a.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL)
     ax.grid(alpha=0.3)
     ax = axes[1]
     for k in ("R@1", "R@5", "R@10"):
@@ -301,66 +331,9 @@ def plot_curve(curve, axes=None):
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation (%)")
     ax.set_ylim(0, 101)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=SMALL)
     ax.grid(alpha=0.3)
     return axes
-
-
-def score_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str], matches: Sequence[bool] | None = None,
-               title: str | None = None, colours: Sequence[str] | None = None):
-    """Horizontal stacked bars, one colour per additive part of S (e.g. S_g and lambda S_l), per item.
-
-    ``parts``: legend label -> one contribution per item; ``colours``: one per part, in order. Positive
-    contributions stack to the right of 0, negative ones to the left; a dot marks the total S.
-    """
-    y = np.arange(len(labels))[::-1]
-    right, left, total = np.zeros(len(y)), np.zeros(len(y)), np.zeros(len(y))
-    for i, (name, values) in enumerate(parts.items()):
-        v = np.asarray(values, float)
-        ax.barh(y, v, left=np.where(v >= 0, right, left), color=colours[i] if colours else f"C{i}", label=name)
-        right, left, total = right + np.clip(v, 0, None), left + np.clip(v, None, 0), total + v
-    ax.scatter(total, y, color="black", s=12, zorder=3, label="S")
-    ax.axvline(0, color="0.3", lw=0.8)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=7)
-    if matches is not None:
-        for tick, hit in zip(ax.get_yticklabels(), matches):
-            if hit:
-                tick.set_color("#2ca02c")
-                tick.set_fontweight("bold")
-    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
-
-
-def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int], tuple], title: str | None = None,
-                   labels: dict[str, str] | None = None, colours: dict[str, str] | None = None):
-    """One caption's top-k videos: a frame strip per video and the score split into its parts.
-
-    rows: what ``RetrievalExplorer.search`` returns (rank, index, video_id, score, parts, match);
-    frames_of(index) -> (frames (T, H, W, 3) uint8, mask); labels, colours: per part name, for the
-    legend (default: the part names). Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    k = len(rows)
-    fig = plt.figure(figsize=(11.5, 0.95 * k + 0.8))
-    grid = fig.add_gridspec(k, 2, width_ratios=[3.2, 1], wspace=0.25, hspace=0.35)
-    for i, row in enumerate(rows):
-        ax = fig.add_subplot(grid[i, 0])
-        frames, mask = frames_of(row["index"])
-        mark = "  <- the caption's video" if row.get("match") else ""
-        show_strip(frames, mask, ax=ax, labels=[""] * len(frames),
-                   title=f"#{row['rank']} {row['video_id']}  S = {row['score']:.3f}{mark}", title_size=8)
-    ax = fig.add_subplot(grid[:, 1])
-    names = list(rows[0]["parts"]) if rows else []
-    labels, colours = labels or {}, colours or {}
-    score_bars(ax, {labels.get(n, n): [r["parts"][n] for r in rows] for n in names},
-               [f"#{r['rank']} {r['video_id']}" for r in rows], [bool(r.get("match")) for r in rows],
-               title="score parts", colours=[colours.get(n, f"C{i}") for i, n in enumerate(names)])
-    fig.suptitle(title or f"\"{caption}\"", fontsize=10, x=0.02, ha="left")
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------

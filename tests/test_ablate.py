@@ -33,11 +33,13 @@ def test_default_grid_expands_without_duplicates():
     spec = grids.load_grid(REPO / "ablations" / "default.yaml")
     runs = grids.expand(spec)
     ids = [r.run_id for r in runs]
-    assert len(ids) == len(set(ids)) == (1 + 3 + 3) * 5  # global ignores K: one run per seed, not three
-    assert "interaction=both,num_queries=4,seed=0" in ids and "interaction=global,seed=4" in ids
+    # mean pooling ignores interaction and K, global ignores K: one run per seed each, then 4 K x local/both
+    assert len(ids) == len(set(ids)) == (1 + 1 + 4 + 4) * 5
+    assert "head=glscl,interaction=both,num_queries=4,seed=0" in ids and "head=glscl,interaction=global,seed=4" in ids
+    assert "head=mean_pooling,seed=2" in ids
     assert ids == [r.run_id for r in grids.expand(grids.load_grid(REPO / "ablations" / "default.yaml"))]  # stable
-    assert [r.seed for r in runs[:7]] == [0] * 7 and runs[7].seed == 1  # seed-major order
-    assert runs[0].overrides == {"model.interaction": "global", "train.seed": 0}
+    assert [r.seed for r in runs[:10]] == [0] * 10 and runs[10].seed == 1  # seed-major order
+    assert runs[0].overrides == {"model.head": "mean_pooling", "train.seed": 0}
 
 
 @pytest.mark.parametrize("path", GRID_FILES, ids=[p.name for p in GRID_FILES])

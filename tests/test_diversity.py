@@ -35,3 +35,12 @@ def test_running_means_over_blocks_equal_the_mean_over_items():
     assert abs(rec["video_query_cos"] - float(cos.mean())) < 1e-6
     assert abs(rec["video_query_erank"] - float(erank.mean())) < 1e-5
     assert QueryDiversity().record("text") == {}
+
+
+def test_a_single_query_has_rank_one_and_no_pairwise_cosine():
+    q = F.normalize(torch.randn(4, 1, 8), dim=-1)
+    cos, erank = item_diversity(q)
+    assert torch.isnan(cos).all() and torch.allclose(erank, torch.ones(4))
+    acc = QueryDiversity()
+    acc.add(q)
+    assert acc.record("video") == {"video_query_erank": 1.0}

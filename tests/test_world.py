@@ -175,9 +175,9 @@ def test_evaluation_captions_are_unique_with_twins_and_one_detail_variants():
         captions = [v.caption for v in videos if v.split == split]
         assert len(set(captions)) == len(captions)
     test = {v.video_id: v for v in videos if v.split == "test"}
-    assert sum(v.twin_of is not None for v in test.values()) == 50  # 2 * round(0.25 * 200 / 2)
+    assert sum(v.twin_of is not None for v in test.values()) == 250  # 2 * round(0.25 * 1000 / 2)
     variants = [v for v in test.values() if v.detail_of is not None]
-    assert len(variants) == 60  # round(0.3 * 200)
+    assert len(variants) == 300  # round(0.3 * 1000)
     for v in variants:
         mine, base = Counter(v.caption.split()), Counter(test[v.detail_of].caption.split())
         assert sum((mine - base).values()) == 1 and sum((base - mine).values()) == 1

@@ -15,11 +15,12 @@ import torch
 
 
 def item_diversity(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per item (B x K x d, unit norm): the mean off-diagonal cosine and the effective rank, each (B,)."""
+    """Per item (B x K x d, unit norm): the mean off-diagonal cosine (NaN for K = 1) and the effective rank, each (B,)."""
     q = queries.double()
     k = q.shape[1]
     cos = q @ q.transpose(1, 2)
-    off = (cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(1)) / max(k * (k - 1), 1)
+    off = (cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(1)) / (k * (k - 1)) if k > 1 else \
+        torch.full((q.shape[0],), float("nan"), dtype=q.dtype)
     p = torch.linalg.eigvalsh(cos).clamp_min(0.0)
     p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
     entropy = -(p * p.clamp_min(1e-300).log()).sum(1)
@@ -39,7 +40,11 @@ class QueryDiversity:
         self.n += queries.shape[0]
 
     def record(self, modality: str) -> dict[str, float]:
-        """{'<modality>_query_cos': ..., '<modality>_query_erank': ...} (empty before any block)."""
+        """{'<modality>_query_cos': ..., '<modality>_query_erank': ...} (empty before any block; no cosine
+        for K = 1, where there is no pair of queries)."""
         if not self.n:
             return {}
-        return {f"{modality}_query_cos": self.cos / self.n, f"{modality}_query_erank": self.erank / self.n}
+        record = {f"{modality}_query_erank": self.erank / self.n}
+        if self.cos == self.cos:  # not NaN
+            record[f"{modality}_query_cos"] = self.cos / self.n
+        return record

@@ -30,7 +30,10 @@ class WorldConfig:
     frames: frames per clip (one per second at fps=1).
     size: frame side in pixels (a multiple of 16, so the mp4 encoder never resizes).
     max_objects: named objects per clip, 1 or 2 (1 allows only "single" captions).
-    distractors: unnamed still objects per clip (0-2). detail_share: share of each evaluation split
+    distractors: unnamed still objects per clip (0-2); a difficulty knob for the frame encoder: picking
+    the named objects out of a cluttered frame happens in the backbone, before any head (with the
+    embedded 64-wide CLIP every head, mean pooling included, fell from ~39 to 3-9 R@1 on 200 test
+    captions with 1 or 2 distractors, 5 seeds). detail_share: share of each evaluation split
     that are one-detail variants of another clip of the split. twin_share: share of each
     evaluation split that belongs to a time-reversed twin pair. seed: the random seed.
     """

@@ -271,6 +271,12 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     metrics = list(metrics or spec.metrics)
     numeric, categorical = _varying(table, spec)
     paths: list[Path] = []
+    if numeric and len(categorical) >= 2:
+        # several categorical keys next to a numeric one (e.g. head x interaction x K): one level per
+        # configuration ("glscl / local"), so a line never averages over a key it does not show
+        col = "_".join(categorical)
+        labels = [" / ".join(str(v) for v in row if not _is_missing(v)) for row in table[categorical].itertuples(index=False)]
+        table, categorical = table.assign(**{col: labels}), [col]
     if len(numeric) >= 2:
         paths += save(metric_heatmap(table, numeric[1], numeric[0], metrics), out, f"heatmap_{numeric[0]}_x_{numeric[1]}")
     elif len(numeric) == 1:

@@ -199,6 +199,7 @@ def grid(tmp_path_factory, tiny_world, tiny_clip, ray_local):
                 shard1=shard1, finished=finished, failed_before=failed_before, rerun=rerun)
 
 
+@pytest.mark.slow
 def test_sharded_grid_has_every_row_once_and_keeps_finished_runs(grid):
     out, table = grid["out"], grid["shard1"]
     ids = [r.run_id for r in grids.expand(grid["spec"])]
@@ -218,6 +219,7 @@ def test_sharded_grid_has_every_row_once_and_keeps_finished_runs(grid):
     assert ok["wall_s"].notna().all() and (ok["overhead_s"] == ok["wall_s"] - ok["run_s"]).all()
 
 
+@pytest.mark.slow
 def test_run_notebook_executed_top_to_bottom_and_kept(grid):
     out = grid["out"]
     run_id = "interaction=both,num_queries=2,seed=0"
@@ -243,6 +245,7 @@ def test_run_notebook_executed_top_to_bottom_and_kept(grid):
     assert info["fingerprint"] == folder.fingerprint(info["fields"]) and info["fields"]["model.num_queries"] == 2
 
 
+@pytest.mark.slow
 def test_failing_point_is_recorded_and_the_others_finish(grid):
     out, table = grid["out"], grid["shard1"]
     failed = table[table["status"] == "failed"]
@@ -263,6 +266,7 @@ def test_failing_point_is_recorded_and_the_others_finish(grid):
     assert grid["rerun"]["status"].tolist() == table["status"].tolist()
 
 
+@pytest.mark.slow
 def test_changed_grid_into_the_same_folder_stops_with_one_line(grid, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(grid["out"], out)
@@ -291,6 +295,7 @@ def test_changed_grid_into_the_same_folder_stops_with_one_line(grid, tmp_path, c
     assert listed.count("[replace]") == 6 and not list(out.glob("replaced-*"))
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_record_is_pending_never_ok_without_a_wall_time(grid, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(grid["out"], out)
@@ -306,12 +311,14 @@ def test_a_run_killed_after_its_record_is_pending_never_ok_without_a_wall_time(g
     assert table.loc[table["status"] == "ok", "wall_s"].notna().all()
 
 
+@pytest.mark.slow
 def test_grid_figures_written(grid):
     figs = grid["out"] / "figures"
     for ext in ("png", "pdf", "svg"):
         assert list(figs.glob(f"bars_interaction.{ext}")), ext
 
 
+@pytest.mark.slow
 def test_report_notebook_executes(grid, tmp_path):
     import papermill as pm
     from nbconvert import HTMLExporter

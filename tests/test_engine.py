@@ -37,6 +37,7 @@ def test_results_folder_contents(tiny_world, tiny_clip, tmp_path):
     assert record["train_steps"] == 2 * (32 // 8)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_world, tiny_clip, tmp_path):
     cache = tmp_path / "cache"
     a = tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache, epochs=3)
@@ -52,6 +53,7 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_world, tiny
     assert len(pd.read_csv(tmp_path / "b" / "tiny" / "curve.csv")) == 3
 
 
+@pytest.mark.slow
 def test_end_to_end_resume_with_augmentation_matches(tiny_world, tiny_clip, tmp_path):
     a = tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", epochs=2, batch_size=16)
     run(a, progress=False)
@@ -133,6 +135,7 @@ def test_cli_config_error_is_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "unknown config key 'model.num_querys'" in r.stderr
 
 
+@pytest.mark.slow
 def test_demo_quick_prints_the_table(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glscl.cli", "demo", "--quick", "--no-progress", "--root", str(tmp_path / "w"),
                         "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)

@@ -22,6 +22,8 @@ from glscl.lab.ui.explorer import RetrievalExplorer, SplitFeatures  # noqa: E402
 from glscl.lab.ui.query_viewer import QueryAttentionViewer  # noqa: E402
 from glscl.model.glscl import GLSCL  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trained runs behind the widgets
+
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_world, tiny_clip, tmp_path_factory):

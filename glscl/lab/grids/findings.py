@@ -30,7 +30,7 @@ import yaml
 from glscl.lab.grids.figures import figures_for_grid, fmt_value, mean_ci, summary_table, t_quantile
 from glscl.lab.grids.folder import read_table
 
-GRIDS = ("default", "losses", "sharing", "variant", "alpro")
+GRIDS = ("default", "losses", "sharing", "variant", "queries", "alpro")
 """The shipped grids, in the order the page shows them."""
 
 
@@ -123,14 +123,19 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
              "`make findings`. Intervals are 95 % Student-t over seeds; differences are paired by seed. "
              "An effect whose interval contains 0 is *not resolved at this power*.", ""]
     total = sum(t for t in timings.values() if t)
-    parts += [f"Wall time of the whole set on a 2-core CPU: {total / 60:.1f} min "
+    parts += [f"Wall time of the grids run here, on the 2-core CPU while other work shared it: {total / 60:.1f} min "
               f"({', '.join(f'{g} {timings[g] / 60:.1f} min' for g in grids if timings.get(g))}).", ""]
-    parts += ["## Verdicts", ""]
     for g in grids:
         folder = grid_root / g
-        if not (folder / "results.csv").is_file():
-            continue
-        tables[g] = read_table(folder)
+        if (folder / "results.csv").is_file():
+            tables[g] = read_table(folder)
+    missing = [g for g in grids if g not in tables]
+    partial = [f"{g} ({int((t['status'] == 'ok').sum())} of {len(t)} runs)" for g, (t, _) in tables.items()
+               if (t["status"] != "ok").any()]
+    if missing or partial:
+        parts += ["Not complete: " + "; ".join([*(f"{g} (not run)" for g in missing), *partial])
+                  + ". Claims on those grids are left out or marked; `make findings` resumes them.", ""]
+    parts += ["## Verdicts", ""]
     for claim in claims:
         if claim["grid"] in tables:
             parts += claim_lines(claim, tables[claim["grid"]][0])

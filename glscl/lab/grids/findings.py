@@ -148,10 +148,11 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
         ok = int((table["status"] == "ok").sum())
         parts += [f"## {g}", "", spec.description.strip(), "",
                   f"{ok} of {len(table)} runs finished; seeds {spec.seeds}.", ""]
-        figs = figures_for_grid(table, spec, fig_root / g)
-        for p in figs:
-            if p.suffix == ".png":
+        for p in figures_for_grid(table, spec, fig_root / g):
+            if p.suffix == ".png":  # the page shows PNGs; PDF and SVG stay in the grid's own figures/
                 parts += [f"![{g}: {p.stem}](findings/{g}/{p.name})", ""]
+            else:
+                p.unlink()
         parts += [_markdown_table(summary_table(table, spec)), ""]
     text = "\n".join(parts)
     out.write_text(text)

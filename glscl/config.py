@@ -307,16 +307,23 @@ def _resolve(base: str | Path) -> Path:
     return path
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A config file as a nested dict, with its ``base:`` (a preset or another file) merged underneath."""
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'base' chain loops back to {path}")
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file that holds a mapping (an empty file: {}); otherwise one-line ``ConfigError``s naming
+    the file, with line and column for syntax errors. ``what`` says what the mapping should be."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)} ({_yaml_problem(e)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config sections, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected {what}, got {type(data).__name__}")
+    return data
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a nested dict, with its ``base:`` (a preset or another file) merged underneath."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to {path}")
+    data = read_yaml_mapping(path, "a mapping of config sections")
     base = data.pop("base", None)
     if base is None:
         return data

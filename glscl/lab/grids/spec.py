@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from glscl.config import ConfigError, describe, presets
+from glscl.config import ConfigError, describe, presets, read_yaml_mapping
 
 GRID_KEYS = {"description", "base", "prepare_world", "fixed", "vary", "irrelevant", "exclude", "seeds", "workers", "metrics"}
 DEFAULT_METRICS = ("t2v_R@1", "v2t_R@1", "twin_accuracy")
@@ -93,12 +91,7 @@ def load_grid(path: str | Path) -> GridSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a grid file is a mapping (base, fixed, vary, seeds, ...)")
+    data = read_yaml_mapping(path, "a grid file's mapping (base, fixed, vary, seeds, ...)")
     unknown = set(data) - GRID_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown grid key(s) {sorted(unknown)}; known: {sorted(GRID_KEYS)}")

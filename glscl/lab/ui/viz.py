@@ -208,13 +208,18 @@ def heatmap(matrix, ax=None, xlabels=None, ylabels=None, title: str | None = Non
     ax.tick_params(axis="y", labelsize=label_size, rotation=0)
     for r, c in highlight:
         ax.add_patch(Rectangle((c, r), 1, 1, fill=False, ec="#ff00ff", lw=2))
+    label_axes(ax, title, xlabel, ylabel)
+    return ax
+
+
+def label_axes(ax, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:
+    """Title and axis labels at the tutorials' legible sizes (each only when given)."""
     if title:
         ax.set_title(title, fontsize=9)
     if xlabel:
         ax.set_xlabel(xlabel, fontsize=SMALL + 1)
     if ylabel:
         ax.set_ylabel(ylabel, fontsize=SMALL + 1)
-    return ax
 
 
 def matrix_image(matrix, ax, xlabels=None, ylabels=None, title: str | None = None, vmin=None, vmax=None,
@@ -242,12 +247,7 @@ def matrix_image(matrix, ax, xlabels=None, ylabels=None, title: str | None = Non
         cb.ax.tick_params(labelsize=SMALL)
         if cbar_label:
             cb.set_label(cbar_label, fontsize=SMALL)
-    if title:
-        ax.set_title(title, fontsize=9)
-    if xlabel:
-        ax.set_xlabel(xlabel, fontsize=SMALL + 1)
-    if ylabel:
-        ax.set_ylabel(ylabel, fontsize=SMALL + 1)
+    label_axes(ax, title, xlabel, ylabel)
     return im
 
 

@@ -3,8 +3,9 @@ import math
 import pandas as pd
 import pytest
 
-pytest.importorskip("seaborn")  # the lab's figures module comes with the findings
-from glscl.lab.grids.findings import claim_lines, paired, seeds_to_resolve, verdict  # noqa: E402
+from glscl.config import ConfigError
+from glscl.lab.grids import spec as grids
+from glscl.lab.grids.stats import against_reference, paired, reference_config, resolution_line, seeds_to_resolve
 
 
 def _table(diffs):
@@ -23,14 +24,92 @@ def test_seeds_to_resolve_uses_the_t_quantile():
 
 def test_paired_differences_and_verdicts_by_hand():
     d = paired(_table([1.0, 2.0, 3.0]), {"k": 8}, {"k": 1}, "t2v_R@1")
-    assert d["n"] == 3 and d["mean"] == pytest.approx(2.0) and d["sd"] == pytest.approx(1.0)
-    assert d["hw"] == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)
-    assert verdict(d) == "not resolved at this power"
-    assert verdict(paired(_table([2.0, 2.1, 1.9]), {"k": 8}, {"k": 1}, "t2v_R@1")) == "supported"
-    assert verdict(paired(_table([-2.0, -2.1, -1.9]), {"k": 8}, {"k": 1}, "t2v_R@1")) == "contradicted"
-    assert verdict(paired(_table([1.0]), {"k": 8}, {"k": 1}, "t2v_R@1")).startswith("not resolved (fewer")
+    assert d.n == 3 and d.mean == pytest.approx(2.0) and d.sd == pytest.approx(1.0)
+    assert d.hw == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)
+    assert d.a == pytest.approx(13.0) and d.b == pytest.approx(11.0) and d.diffs == pytest.approx([1.0, 2.0, 3.0])
+    assert d.verdict == "not resolved at this power"
+    assert d.resolution() == f"half-width {d.hw:.1f} points; a 1-point difference needs 7 seeds at this noise (sd 1.0)"
+    assert paired(_table([2.0, 2.1, 1.9]), {"k": 8}, {"k": 1}, "t2v_R@1").verdict == "supported"
+    assert paired(_table([-2.0, -2.1, -1.9]), {"k": 8}, {"k": 1}, "t2v_R@1").verdict == "contradicted"
+    assert paired(_table([1.0]), {"k": 8}, {"k": 1}, "t2v_R@1").verdict.startswith("not resolved (fewer")
 
 
-def test_a_claim_without_runs_says_so():
-    lines = claim_lines({"claim": "x", "a": {"k": 4}, "b": {"k": 1}}, _table([1.0, 2.0]))
-    assert lines == ["- **x**: no paired runs found (k=4 vs k=1)."]
+def test_pairing_uses_only_shared_finished_seeds_and_matches_values_as_numbers():
+    table = _table([1.0, 5.0, 9.0])
+    table.loc[(table["seed"] == 1) & (table["k"] == 1), "status"] = "failed"  # seed 1 has no pair
+    table["k"] = table["k"].astype(float)  # a CSV round trip with gaps turns 8 into 8.0
+    d = paired(table, {"k": 8}, {"k": 1}, "t2v_R@1")
+    assert d.n == 2 and d.diffs == pytest.approx([1.0, 9.0])
+    assert paired(table, {"k": 4}, {"k": 1}, "t2v_R@1").n == 0  # no such configuration
+    assert paired(table, {"nope": 4}, {"k": 1}, "t2v_R@1").n == 0  # no such column
+
+
+GRID = """description: test
+base: embedded
+vary:
+  model.interaction: [global, local, both]
+  model.num_queries: [1, 8]
+irrelevant:
+  - {when: {model.interaction: global}, keys: [model.num_queries]}
+seeds: [0, 1, 2]
+"""
+
+
+def _grid(tmp_path, reference: str):
+    path = tmp_path / "g.yaml"
+    path.write_text(GRID + reference)
+    return grids.load_grid(path)
+
+
+def test_a_grid_names_its_reference_and_reports_pair_every_configuration_with_it(tmp_path):
+    spec = _grid(tmp_path, "reference: {model.interaction: global}\n")
+    assert reference_config(spec) == {"interaction": "global", "num_queries": None}
+    rows = []
+    for run in grids.expand(spec):
+        v = {spec.columns[k]: x for k, x in run.values.items()}
+        # global: 10 + seed; local: +2 per query group; both: +1 + seed (so its difference varies by seed)
+        score = 10.0 + run.seed + {"global": 0.0, "local": 2.0, "both": 1.0 + run.seed}[v["interaction"]] + v.get("num_queries", 0) / 8
+        rows.append({"status": "ok", "seed": run.seed, "interaction": v["interaction"],
+                     "num_queries": v.get("num_queries"), "t2v_R@1": score})
+    diffs = against_reference(pd.DataFrame(rows), spec, "t2v_R@1")
+    assert len(diffs) == 4  # local and both at K = 1 and 8, the reference left out
+    local8 = diffs[(diffs["interaction"] == "local") & (diffs["num_queries"] == 8)].iloc[0]
+    assert local8["difference"] == pytest.approx(3.0) and local8["half_width"] == pytest.approx(0.0)
+    assert local8["verdict"] == "supported" and local8["n"] == 3
+    both1 = diffs[(diffs["interaction"] == "both") & (diffs["num_queries"] == 1)].iloc[0]
+    # differences 1.125, 2.125, 3.125: mean 2.125, sd 1, half-width t(0.975, 2) / sqrt(3)
+    assert both1["difference"] == pytest.approx(2.125) and both1["sd"] == pytest.approx(1.0)
+    assert both1["half_width"] == pytest.approx(4.303 / math.sqrt(3), rel=1e-3) and both1["seeds_for_1_point"] == 7
+    line = resolution_line(diffs, "t2v_R@1")
+    assert "median" in line and "n = 3 seeds" in line and "a 1-point difference needs" in line
+
+
+@pytest.mark.parametrize("reference, message", [
+    ("reference: {model.heads: glscl}\n", "'model.heads' is not a varying key"),
+    ("reference: {model.interaction: globl}\n", "globl"),
+    ("reference: {model.interaction: local}\n", "matches 2 configurations; name more keys"),
+    ("reference: {model.interaction: global, model.num_queries: 8}\n", "matches no configuration"),
+    ("reference: [global]\n", "reference must be a mapping"),
+])
+def test_a_reference_that_is_not_one_grid_point_is_refused(tmp_path, reference, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        _grid(tmp_path, reference)
+
+
+def test_the_reference_figure_and_the_findings_page_lines(tmp_path):
+    pytest.importorskip("seaborn")  # the lab's figures
+    from glscl.lab.grids.figures import figures_for_grid
+    from glscl.lab.grids.findings import claim_lines, reference_lines
+
+    spec = _grid(tmp_path, "reference: {model.interaction: global}\n")
+    rows = [{"status": "ok", "seed": r.seed, "interaction": r.values["model.interaction"],
+             "num_queries": r.values.get("model.num_queries"), "t2v_R@1": 10.0 + r.seed * 0.5 + len(r.run_id) % 3,
+             "v2t_R@1": 9.0, "twin_accuracy": 50.0} for r in grids.expand(spec)]
+    table = pd.DataFrame(rows)
+    paths = figures_for_grid(table, spec, tmp_path / "figures")
+    assert tmp_path / "figures" / "paired_vs_reference.png" in paths
+    lines = reference_lines(table, spec, "t2v_R@1")
+    assert lines[0].startswith("Paired by seed against the reference (interaction=global")
+    assert any(line.startswith("Resolution (t2v_R@1") for line in lines)
+    assert claim_lines({"claim": "x", "a": {"num_queries": 4}, "b": {"interaction": "global"}}, table) == [
+        "- **x**: no paired runs found (num_queries=4 vs interaction=global)."]

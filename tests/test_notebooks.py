@@ -176,7 +176,8 @@ def _synthetic_grid(folder: Path, ks=(4, 8)):
     (folder / "grid.yaml").write_text(yaml.safe_dump({
         "description": "synthetic", "base": "embedded", "seeds": [0, 1],
         "vary": {"model.interaction": ["global", "local", "both"], "model.num_queries": list(ks)},
-        "irrelevant": [{"when": {"model.interaction": "global"}, "keys": ["model.num_queries"]}]}))
+        "irrelevant": [{"when": {"model.interaction": "global"}, "keys": ["model.num_queries"]}],
+        "reference": {"model.interaction": "global"}}))
     rows = []
     for seed in (0, 1):
         rows.append({"run_id": f"interaction=global,seed={seed}", "status": "ok", "interaction": "global", "num_queries": None,
@@ -230,4 +231,5 @@ def test_report_notebook_runs_on_a_grid_folder(tmp_path):
     text, figures, _ = _outputs(nbformat.read(out, as_version=4))
     assert figures >= 1 and "<NA>" not in text and "Highest test mean" in text
     assert "median half-width of 3.0 points" in text
+    assert "Resolution (t2v_R@1, paired by seed with the reference)" in text
     assert list((tmp_path / "grid" / "figures").glob("*.png"))

@@ -11,6 +11,8 @@ A configuration with one seed gets no interval. Figures clip intervals of R@K an
   (global-only has no queries) are drawn as a dashed horizontal reference with its band;
 * ``metric_heatmap``: the mean over two numeric keys (e.g. ICL x IDL weights), annotated mean +- half-width;
 * ``bar_plot``: bars per level of a categorical key (optionally grouped by a second one);
+* ``reference_plot``: each configuration minus the grid file's ``reference``, paired by seed
+  (``glscl.lab.grids.stats``), with the resolution line;
 * ``figures_for_grid``: picks those that fit what the grid varies; every figure is written as PNG,
   PDF and SVG.
 """
@@ -28,36 +30,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from glscl.lab.grids.stats import against_reference, mean_ci, paired, reference_config, resolution_line  # noqa: E402
+
 FORMATS = ("png", "pdf", "svg")
 LABELS = {"t2v_R@1": "text-to-video R@1", "t2v_R@5": "text-to-video R@5", "v2t_R@1": "video-to-text R@1",
           "twin_accuracy": "twin accuracy (chance 50)", "num_queries": "number of queries K",
           "icl_weight": "ICL weight", "idl_weight": "IDL weight"}
-# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t_quantile(df: int) -> float:
-    """t(0.975, df): table up to 30, then a Cornish-Fisher expansion around the normal quantile."""
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float, float, int]:
-    """(mean, half-width of the 95 % t-interval, n) of the finite values; half-width NaN for n < 2."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(v[0]), math.nan, 1
-    return float(v.mean()), float(t_quantile(n - 1) * v.std(ddof=1) / math.sqrt(n)), n
-
-
 def summarize(table: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     """Per configuration (the ``by`` columns; empty values kept as a level): n, mean, ci (half-width), lo, hi."""
     ok = table[table["status"] == "ok"] if "status" in table else table
@@ -221,6 +199,40 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
     return fig
 
 
+def _config_label(config: dict, reference: dict) -> str:
+    """A configuration by what differs from the reference ('interaction=both, K=8')."""
+    parts = [f"{SHORT.get(c, c)}={fmt_value(v)}" for c, v in config.items()
+             if not _is_missing(v) and (c not in reference or fmt_value(reference[c]) != fmt_value(v))]
+    return ", ".join(parts) or "the reference"
+
+
+def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1",)):
+    """Each configuration minus the grid's reference, paired by seed (mean and 95 % t-interval per
+    metric, one row per configuration, 0 marked); the first metric's resolution line in the title."""
+    metrics = _metrics(table, metrics)
+    ref = reference_config(spec)
+    diffs = {m: against_reference(table, spec, m) for m in metrics}
+    n = len(diffs[metrics[0]]) if metrics else 0
+    fig, axes = _panels(len(metrics), width=4.2, height=0.35 * n + 1.6)
+    for ax, metric in zip(axes, metrics):
+        d = diffs[metric]
+        labels = [_config_label({c: row[c] for c in ref}, ref) for _, row in d.iterrows()]
+        y = np.arange(len(d))[::-1]
+        err = d["half_width"].fillna(0).to_numpy()
+        colors = ["tab:green" if v == "supported" else "tab:red" if v == "contradicted" else "tab:gray" for v in d["verdict"]]
+        for yi, m, e, color in zip(y, d["difference"], err, colors):
+            ax.errorbar(m, yi, xerr=e, fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y))
+        ax.set_xlabel(f"{_label(metric)}: difference")
+    title = f"minus the reference ({_config_label(ref, {})}), paired by seed, 95 % t-interval; green/red: excludes 0"
+    if metrics:
+        title += "\n" + resolution_line(diffs[metrics[0]], metrics[0])
+    fig.suptitle(title, fontsize="x-small")
+    fig.tight_layout()
+    return fig
+
+
 def best_by_validation(table: pd.DataFrame, level_col: str, choose_col: str, score: str = "best_val_score") -> pd.DataFrame:
     """For each level of ``level_col``, keep only the runs whose ``choose_col`` value has the best mean validation score.
 
@@ -301,6 +313,8 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     else:
         for col in categorical:
             paths += save(bar_plot(table, col, None, metrics), out, f"bars_{col}")
+    if spec.reference and (ok["status"] == "ok").any():
+        paths += save(reference_plot(table, spec, metrics), out, "paired_vs_reference")
     return paths
 
 
@@ -324,18 +338,6 @@ def summary_table(table: pd.DataFrame, spec, metrics: Iterable[str] | None = Non
     for c in by:
         out[c] = [fmt_value(v) for v in out[c]]
     return out
-
-
-def paired_difference(table: pd.DataFrame, a: dict, b: dict, metric: str) -> tuple[float, float, int]:
-    """Mean and 95 % t half-width of (a - b) over the seeds both configurations share (paired by seed)."""
-    def select(cond):
-        sub = table[table["status"] == "ok"]
-        for k, v in cond.items():
-            sub = sub[sub[k].isna()] if _is_missing(v) else sub[sub[k] == v]
-        return sub.set_index("seed")[metric]
-    da, db = select(a), select(b)
-    common = da.index.intersection(db.index)
-    return mean_ci((da[common] - db[common]).to_numpy(float))
 
 
 def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
@@ -371,10 +373,10 @@ def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
         lines.append("Per interaction mode" + (" (K chosen on validation)" if has_k else "") + ": " + "; ".join(parts) + ".")
         for mode in ("both", "local"):
             if mode in conds and "global" in conds:
-                d, hw, n = paired_difference(table, conds[mode], conds["global"], metric)
-                verdict = ("no paired seeds" if n == 0 else "the interval excludes 0" if np.isfinite(hw) and abs(d) > hw
+                d = paired(table, conds[mode], conds["global"], metric)
+                verdict = ("no paired seeds" if d.n == 0 else "the interval excludes 0" if d.verdict in ("supported", "contradicted")
                            else "the interval includes 0: not resolved with these seeds")
-                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d, hw)} points (n={n}; {verdict}).")
+                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {verdict}).")
     if has_k:
         groups = ok[ok["num_queries"].notna()].groupby("interaction", sort=False) if "interaction" in by else [("", ok)]
         for mode, group in groups:

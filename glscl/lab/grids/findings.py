@@ -4,7 +4,8 @@
 
 Each grid runs with ``glscl ablate`` into ``runs/grids/<name>`` (resumable: a rerun skips finished
 runs), then the page is rendered from the grids' ``results.csv``: per grid its figures (copied
-next to the page), its summary table, and its wall time; per claim (``ablations/findings/claims.yaml``) the
+next to the page), its summary table, every configuration minus the grid file's ``reference``
+paired by seed with the resolution line (``glscl.lab.grids.stats``), and its wall time; per claim (``ablations/findings/claims.yaml``) the
 difference between two configurations paired by seed, with a 95 % t-interval, and a verdict:
 
 * **supported**: the interval lies above 0 (in the claim's favour);
@@ -16,67 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from glscl.lab.grids.figures import figures_for_grid, fmt_value, mean_ci, summary_table, t_quantile
+from glscl.lab.grids.figures import figures_for_grid, fmt_value, summary_table
 from glscl.lab.grids.folder import read_table
+from glscl.lab.grids.stats import against_reference, paired, reference_config, resolution_line
 
 GRIDS = ("default", "losses", "sharing", "variant", "queries", "alpro")
 """The shipped grids, in the order the page shows them."""
-
-
-def seeds_to_resolve(sd: float, effect: float = 1.0, max_seeds: int = 1000) -> int | None:
-    """Smallest n with t(0.975, n-1) * sd / sqrt(n) <= effect (None when even max_seeds does not)."""
-    if not np.isfinite(sd):
-        return None
-    if sd == 0:
-        return 2
-    for n in range(2, max_seeds + 1):
-        if t_quantile(n - 1) * sd / math.sqrt(n) <= effect:
-            return n
-    return None
-
-
-def _select(table: pd.DataFrame, cond: dict) -> pd.Series | None:
-    sub = table[table["status"] == "ok"]
-    for key, value in cond.items():
-        if key not in sub:
-            return None
-        sub = sub[sub[key].isna()] if value is None else sub[sub[key].astype(str) == str(value)]
-    return sub.set_index("seed")
-
-
-def paired(table: pd.DataFrame, a: dict, b: dict, metric: str) -> dict:
-    """a - b per shared seed: mean, half-width, n, sd, and the per-seed differences."""
-    sa, sb = _select(table, a), _select(table, b)
-    if sa is None or sb is None or metric not in sa or metric not in sb:
-        return {"n": 0, "mean": math.nan, "hw": math.nan, "sd": math.nan, "diffs": []}
-    common = sa.index.intersection(sb.index)
-    diffs = (sa.loc[common, metric].astype(float) - sb.loc[common, metric].astype(float)).to_numpy()
-    m, hw, n = mean_ci(diffs)
-    sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
-    return {"n": n, "mean": m, "hw": hw, "sd": sd, "diffs": [float(x) for x in diffs],
-            "a": float(sa.loc[common, metric].mean()) if n else math.nan,
-            "b": float(sb.loc[common, metric].mean()) if n else math.nan}
-
-
-def verdict(d: dict) -> str:
-    if d["n"] < 2 or not np.isfinite(d["hw"]):
-        return "not resolved (fewer than 2 paired seeds)"
-    if d["mean"] - d["hw"] > 0:
-        return "supported"
-    if d["mean"] + d["hw"] < 0:
-        return "contradicted"
-    return "not resolved at this power"
 
 
 def _cond(c: dict) -> str:
@@ -87,19 +42,32 @@ def claim_lines(claim: dict, table: pd.DataFrame) -> list[str]:
     """The markdown of one claim: verdict, effect and interval, per-seed differences, resolution."""
     metric = claim.get("metric", "t2v_R@1")
     d = paired(table, claim["a"], claim["b"], metric)
-    if d["n"] == 0:
+    if d.n == 0:
         return [f"- **{claim['claim']}**: no paired runs found ({_cond(claim['a'])} vs {_cond(claim['b'])})."]
-    need = seeds_to_resolve(d["sd"])
-    lines = [f"- **{claim['claim']}**: **{verdict(d)}**. {metric}: {d['a']:.1f} ({_cond(claim['a'])}) vs "
-             f"{d['b']:.1f} ({_cond(claim['b'])}); paired difference {d['mean']:+.1f} ± {d['hw']:.1f} "
-             f"(95 % t, n={d['n']} seeds; per seed {', '.join(f'{x:+.1f}' for x in d['diffs'])}). "
-             f"Resolution: half-width {d['hw']:.1f} points; a 1-point difference needs "
-             + (f"{need} seeds at this noise (sd {d['sd']:.1f})." if need else "more than 1000 seeds at this noise.")]
+    lines = [f"- **{claim['claim']}**: **{d.verdict}**. {metric}: {d.a:.1f} ({_cond(claim['a'])}) vs "
+             f"{d.b:.1f} ({_cond(claim['b'])}); paired difference {d.mean:+.1f} ± {d.hw:.1f} "
+             f"(95 % t, n={d.n} seeds; per seed {', '.join(f'{x:+.1f}' for x in d.diffs)}). "
+             f"Resolution: {d.resolution()}."]
     for extra in claim.get("also", []):
         e = paired(table, claim["a"], claim["b"], extra)
-        if e["n"]:
-            lines.append(f"  - {extra}: {e['a']:.3g} vs {e['b']:.3g}, paired difference {e['mean']:+.3g} ± {e['hw']:.2g}.")
+        if e.n:
+            lines.append(f"  - {extra}: {e.a:.3g} vs {e.b:.3g}, paired difference {e.mean:+.3g} ± {e.hw:.2g}.")
     return lines
+
+
+def reference_lines(table: pd.DataFrame, spec, metric: str) -> list[str]:
+    """The markdown of a grid's paired differences against its reference: a table and the resolution line."""
+    ref = reference_config(spec)
+    diffs = against_reference(table, spec, metric)
+    if diffs.empty:
+        return []
+    show = diffs[[*ref, metric, "difference", "half_width", "n", "seeds_for_1_point", "verdict"]].copy()
+    show[metric] = [f"{v:.1f}" for v in show[metric]]
+    show["difference"] = [f"{m:+.1f} ± {h:.1f}" for m, h in zip(diffs["difference"], diffs["half_width"])]
+    show = show.drop(columns="half_width").rename(columns={"seeds_for_1_point": "seeds for 1 point"})
+    return [f"Paired by seed against the reference ({_cond({k: v for k, v in ref.items() if v is not None})}, "
+            f"{metric} {diffs['reference'].mean():.1f}): configuration minus reference.", "",
+            _markdown_table(show), "", resolution_line(diffs, metric), ""]
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
@@ -154,6 +122,7 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
             else:
                 p.unlink()
         parts += [_markdown_table(summary_table(table, spec)), ""]
+        parts += reference_lines(table, spec, spec.metrics[0])
     text = "\n".join(parts)
     out.write_text(text)
     return text

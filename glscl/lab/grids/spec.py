@@ -18,13 +18,15 @@ A grid file (YAML) names a base config and dotted config keys (the ones ``glscl 
     exclude:                   # points to leave out: every key of an entry must match
       - {model.interaction: local, model.num_queries: 1}
     seeds: [0, 1, 2, 3, 4]     # train.seed of each run; each seed once
+    reference: {model.interaction: global}           # optional: the configuration reports pair every
+                                                     # other one with, seed by seed (one grid point)
     workers: 2                 # runs at once per machine: each gets the machine's CPUs // workers
                                # (the CLI's --workers and --cpus-per-run win)
     metrics: [t2v_R@1, v2t_R@1, twin_accuracy]       # optional; the first is the headline metric
 
-``when`` values may be a list (any of them matches). A key or value in ``irrelevant.when`` or
-``exclude`` that matches no grid point (a typo) stops with one line naming it, and so does a
-repeated seed. Each run gets a stable id built from the
+``when`` values may be a list (any of them matches). A key or value in ``irrelevant.when``,
+``exclude`` or ``reference`` that matches no grid point (a typo) stops with one line naming it, and
+so does a repeated seed or a reference that matches more than one configuration. Each run gets a stable id built from the
 varying values it keeps and its seed, e.g. ``interaction=both,num_queries=4,seed=0`` (the last part
 of a dotted key, or the whole key where two would clash). Runs are ordered seed-major (every
 configuration of seed 0 first), so a grid stopped early already covers whole seeds. A run's config
@@ -40,7 +42,8 @@ from typing import Any
 
 from glscl.config import ConfigError, describe, presets, read_yaml_mapping
 
-GRID_KEYS = {"description", "base", "prepare_world", "fixed", "vary", "irrelevant", "exclude", "seeds", "workers", "metrics"}
+GRID_KEYS = {"description", "base", "prepare_world", "fixed", "vary", "irrelevant", "exclude", "seeds", "workers", "metrics",
+             "reference"}
 DEFAULT_METRICS = ("t2v_R@1", "v2t_R@1", "twin_accuracy")
 
 
@@ -58,6 +61,7 @@ class GridSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     workers: int = 1
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    reference: dict[str, Any] = field(default_factory=dict)
     source: str = ""
 
     @property
@@ -130,7 +134,21 @@ def load_grid(path: str | Path) -> GridSpec:
         raise ConfigError(f"{where} seeds {spec.seeds}: {', '.join(map(str, repeated))} repeated (each seed runs once)")
     if not isinstance(spec.workers, int) or spec.workers < 1:
         raise ConfigError(f"{where} workers must be an integer >= 1")
+    if spec.reference:
+        _check_reference(spec, where)
     return spec
+
+
+def _check_reference(spec: GridSpec, where: str) -> None:
+    """``reference`` names varying keys and values that pick exactly one configuration of the grid."""
+    if not isinstance(spec.reference, dict):
+        raise ConfigError(f"{where} reference must be a mapping (varying key: value), e.g. {{model.interaction: global}}")
+    _check_condition(spec, spec.reference, f"{where} reference:")
+    points = [values for values in configurations(spec) if matches(values, spec.reference)]
+    if len(points) != 1:
+        found = "no configuration (one of its keys does not apply there)" if not points else \
+            f"{len(points)} configurations; name more keys"
+        raise ConfigError(f"{where} reference {spec.reference} matches {found}")
 
 
 def _check_condition(spec: GridSpec, condition: dict, where: str) -> None:
@@ -173,9 +191,8 @@ def format_value(value: Any) -> str:
     return re.sub(r"[\s/\\:]+", "_", text)
 
 
-def expand(spec: GridSpec) -> list[RunSpec]:
-    """All runs of the grid in a fixed order (seed-major), exclusions and irrelevant keys applied."""
-    cols = spec.columns
+def configurations(spec: GridSpec) -> list[dict]:
+    """The grid's points (varying key -> value) in order, exclusions and irrelevant keys applied."""
     points, seen = [], set()
     for combo in itertools.product(*spec.vary.values()):
         values = dict(zip(spec.vary, combo))
@@ -188,6 +205,12 @@ def expand(spec: GridSpec) -> list[RunSpec]:
         if key not in seen:
             seen.add(key)
             points.append(values)
+    return points
+
+
+def expand(spec: GridSpec) -> list[RunSpec]:
+    """All runs of the grid in a fixed order (seed-major): each configuration once per seed."""
+    cols, points = spec.columns, configurations(spec)
     runs = []
     for seed in spec.seeds:
         for values in points:

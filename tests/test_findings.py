@@ -42,6 +42,8 @@ def test_pairing_uses_only_shared_finished_seeds_and_matches_values_as_numbers()
     assert d.n == 2 and d.diffs == pytest.approx([1.0, 9.0])
     assert paired(table, {"k": 4}, {"k": 1}, "t2v_R@1").n == 0  # no such configuration
     assert paired(table, {"nope": 4}, {"k": 1}, "t2v_R@1").n == 0  # no such column
+    table["status"] = "failed"
+    assert paired(table, {"k": 8}, {"k": 1}, "t2v_R@1").n == 0  # nothing finished
 
 
 GRID = """description: test
@@ -108,6 +110,9 @@ def test_the_reference_figure_and_the_findings_page_lines(tmp_path):
     table = pd.DataFrame(rows)
     paths = figures_for_grid(table, spec, tmp_path / "figures")
     assert tmp_path / "figures" / "paired_vs_reference.png" in paths
+    failed_reference = table.assign(status=["failed" if i == "global" else "ok" for i in table["interaction"]])
+    assert "paired_vs_reference.png" not in {p.name for p in figures_for_grid(failed_reference, spec, tmp_path / "f2")}
+    assert reference_lines(failed_reference, spec, "t2v_R@1")[0].startswith("No configuration has a finished seed")
     lines = reference_lines(table, spec, "t2v_R@1")
     assert lines[0].startswith("Paired by seed against the reference (interaction=global")
     assert any(line.startswith("Resolution (t2v_R@1") for line in lines)

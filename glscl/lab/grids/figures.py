@@ -208,10 +208,14 @@ def _config_label(config: dict, reference: dict) -> str:
 
 def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1",)):
     """Each configuration minus the grid's reference, paired by seed (mean and 95 % t-interval per
-    metric, one row per configuration, 0 marked); the first metric's resolution line in the title."""
-    metrics = _metrics(table, metrics)
+    metric, one row per configuration, 0 marked); the first metric's resolution line in the title.
+    None when no configuration has a seed paired with the reference."""
     ref = reference_config(spec)
-    diffs = {m: against_reference(table, spec, m) for m in metrics}
+    diffs = {m: against_reference(table, spec, m) for m in _metrics(table, metrics)}
+    diffs = {m: d for m, d in diffs.items() if len(d) and d["difference"].notna().any()}  # e.g. no query cos for global only
+    metrics = list(diffs)
+    if not metrics:
+        return None
     n = len(diffs[metrics[0]]) if metrics else 0
     fig, axes = _panels(len(metrics), width=4.2, height=0.35 * n + 1.6)
     for ax, metric in zip(axes, metrics):
@@ -313,8 +317,9 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     else:
         for col in categorical:
             paths += save(bar_plot(table, col, None, metrics), out, f"bars_{col}")
-    if spec.reference and (ok["status"] == "ok").any():
-        paths += save(reference_plot(table, spec, metrics), out, "paired_vs_reference")
+    fig = reference_plot(table, spec, metrics) if spec.reference else None
+    if fig is not None:
+        paths += save(fig, out, "paired_vs_reference")
     return paths
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,8 @@ def reference_lines(table: pd.DataFrame, spec, metric: str) -> list[str]:
     diffs = against_reference(table, spec, metric)
     if diffs.empty:
         return []
+    if diffs["difference"].isna().all():
+        return [f"No configuration has a finished seed paired with the reference ({_cond(ref)}).", ""]
     show = diffs[[*ref, metric, "difference", "half_width", "n", "seeds_for_1_point", "verdict"]].copy()
     show[metric] = [f"{v:.1f}" for v in show[metric]]
     show["difference"] = [f"{m:+.1f} ± {h:.1f}" for m, h in zip(diffs["difference"], diffs["half_width"])]
@@ -74,7 +77,7 @@ def _markdown_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        cells = [f"{v:.3g}" if isinstance(v, float) and abs(v) < 10 else (f"{v:.1f}" if isinstance(v, float) else fmt_value(v))
+        cells = [fmt_value(v) if not isinstance(v, float) or not math.isfinite(v) else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
                  for v in row]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(out)

@@ -82,7 +82,7 @@ def select(table: pd.DataFrame, config: dict) -> pd.DataFrame | None:
     for col, want in config.items():
         if col not in rows:
             return None
-        rows = rows[[same_value(v, want) for v in rows[col]]]
+        rows = rows[np.array([same_value(v, want) for v in rows[col]], dtype=bool)]
     return rows.set_index("seed")
 
 

@@ -203,7 +203,8 @@ def _config_label(config: dict, reference: dict) -> str:
     """A configuration by what differs from the reference ('interaction=both, K=8')."""
     parts = [f"{SHORT.get(c, c)}={fmt_value(v)}" for c, v in config.items()
              if not _is_missing(v) and (c not in reference or fmt_value(reference[c]) != fmt_value(v))]
-    return ", ".join(parts) or "the reference"
+    lines = [", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]  # two per line keeps the panels wide
+    return ",\n".join(lines) or "the reference"
 
 
 def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1",)):
@@ -217,7 +218,7 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
     if not metrics:
         return None
     n = len(diffs[metrics[0]]) if metrics else 0
-    fig, axes = _panels(len(metrics), width=4.2, height=0.35 * n + 1.6)
+    fig, axes = _panels(len(metrics), width=4.2, height=0.45 * n + 1.8)
     for ax, metric in zip(axes, metrics):
         d = diffs[metric]
         labels = [_config_label({c: row[c] for c in ref}, ref) for _, row in d.iterrows()]
@@ -227,9 +228,11 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
         for yi, m, e, color in zip(y, d["difference"], err, colors):
             ax.errorbar(m, yi, xerr=e, fmt="o", color=color, capsize=3)
         ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y))
-        ax.set_xlabel(f"{_label(metric)}: difference")
-    title = f"minus the reference ({_config_label(ref, {})}), paired by seed, 95 % t-interval; green/red: excludes 0"
+        ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y), fontsize="small")
+        ax.set_title(_label(metric), fontsize="small")
+        ax.set_xlabel("difference from the reference")
+    reference = _config_label(ref, {}).replace(",\n", ", ")
+    title = f"minus the reference ({reference}), paired by seed, 95 % t-interval; green/red: excludes 0"
     if metrics:
         title += "\n" + resolution_line(diffs[metrics[0]], metrics[0])
     fig.suptitle(title, fontsize="x-small")
@@ -326,13 +329,16 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
 # -- tables and findings for the report ---------------------------------------------------------
 
 def summary_table(table: pd.DataFrame, spec, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per configuration: n seeds and 'mean ± half-width' (95 % t-interval) per metric."""
+    """One row per configuration: n seeds and 'mean ± half-width' (95 % t-interval) per metric ('—' where
+    a metric does not apply, e.g. the query cosine of one query); R@K and accuracies to 0.1, others to 0.001."""
     by = [c for c in spec.columns.values() if c in table]
     metrics = _metrics(table, metrics or spec.metrics)
     out = None
     for metric in metrics:
         s = summarize(table, by, metric)
-        s[metric] = [f"{m:.1f}" + ("" if not np.isfinite(c) else f" ± {c:.1f}") for m, c in zip(s["mean"], s["ci"])]
+        digits = 1 if "R@" in metric or "accuracy" in metric else 3  # e.g. query cosines live in [-1, 1]
+        s[metric] = ["—" if not np.isfinite(m) else f"{m:.{digits}f}" + ("" if not np.isfinite(c) else f" ± {c:.{digits}f}")
+                     for m, c in zip(s["mean"], s["ci"])]
         s = s[by + ["n", metric]]
         out = s if out is None else out.merge(s.drop(columns="n"), on=by, how="outer")
     if out is None:

@@ -84,8 +84,10 @@ def cmd_cache(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from glscl.engine import distributed as dist
     from glscl.engine.run import run
     record = run(_load_cfg(args), resume=not args.no_resume, overwrite=args.overwrite)
+    dist.shutdown()  # under torchrun: wait for every process, then leave the process group
     print(json.dumps(record, indent=2))
 
 

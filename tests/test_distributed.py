@@ -20,8 +20,16 @@ def test_two_process_step_equals_single_process_step(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "single")], check=True, env=env, timeout=300)
     torchrun = Path(sys.executable).parent / "torchrun"
-    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(SCRIPT), str(tmp_path / "ddp")],
-                       env=env, timeout=300, capture_output=True, text=True)
+    for _ in range(2):
+        r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(SCRIPT), str(tmp_path / "ddp")],
+                           env=env, timeout=300, capture_output=True, text=True)
+        # Rarely (about 1 run in 30 on a loaded 2-core machine) gloo aborts a process in its teardown,
+        # after the step and the results: "terminate called without an active exception" from a C++
+        # thread at exit. That one failure gets a second run; any other failure, or two, fails the test.
+        teardown = "terminate called without an active exception" in r.stderr and (tmp_path / "ddp" / "loss.txt").is_file()
+        if r.returncode == 0 or not teardown:
+            break
+        shutil.rmtree(tmp_path / "ddp")
     assert r.returncode == 0, r.stderr[-3000:]
     single = float((tmp_path / "single" / "loss.txt").read_text())
     ddp = float((tmp_path / "ddp" / "loss.txt").read_text())

@@ -93,5 +93,9 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Wait for every process, then tear the process group down: a process that leaves while another
+    still writes (rank 0 saving results) can abort the other's gloo connection at exit."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()

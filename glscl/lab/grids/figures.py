@@ -232,7 +232,7 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
         ax.set_title(_label(metric), fontsize="small")
         ax.set_xlabel("difference from the reference")
     reference = _config_label(ref, {}).replace(",\n", ", ")
-    title = f"minus the reference ({reference}), paired by seed, 95 % t-interval; green/red: excludes 0"
+    title = f"minus the reference ({reference}), paired by seed, 95 % t-interval; green: above 0, red: below 0"
     if metrics:
         title += "\n" + resolution_line(diffs[metrics[0]], metrics[0])
     fig.suptitle(title, fontsize="x-small")

@@ -232,4 +232,6 @@ def test_report_notebook_runs_on_a_grid_folder(tmp_path):
     assert figures >= 1 and "<NA>" not in text and "Highest test mean" in text
     assert "median half-width of 3.0 points" in text
     assert "Resolution (t2v_R@1, paired by seed with the reference)" in text
+    # t2v R@1 = 25 + K / 4 + seed for both modes: K = 8 beats K = 4 by exactly 1 point in each seed
+    assert "K=8 minus K=4, paired by seed: 1.0 ± 0.0 points (n=2; the interval excludes 0)" in text
     assert list((tmp_path / "grid" / "figures").glob("*.png"))

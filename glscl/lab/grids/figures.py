@@ -351,6 +351,14 @@ def summary_table(table: pd.DataFrame, spec, metrics: Iterable[str] | None = Non
     return out
 
 
+def _in_words(d) -> str:
+    if d.n == 0:
+        return "no paired seeds"
+    if d.verdict in ("supported", "contradicted"):
+        return "the interval excludes 0"
+    return "the interval includes 0: not resolved with these seeds"
+
+
 def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
     """A few sentences (markdown) computed from the table: best configuration, interaction modes, best K.
 
@@ -385,17 +393,17 @@ def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
         for mode in ("both", "local"):
             if mode in conds and "global" in conds:
                 d = paired(table, conds[mode], conds["global"], metric)
-                verdict = ("no paired seeds" if d.n == 0 else "the interval excludes 0" if d.verdict in ("supported", "contradicted")
-                           else "the interval includes 0: not resolved with these seeds")
-                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {verdict}).")
+                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {_in_words(d)}).")
     if has_k:
         groups = ok[ok["num_queries"].notna()].groupby("interaction", sort=False) if "interaction" in by else [("", ok)]
         for mode, group in groups:
             val = group.groupby("num_queries")["best_val_score"].mean()
             per_k = summarize(group, ["num_queries"], metric)
             curve = ", ".join(f"K={int(r['num_queries'])}: {fmt(r['mean'], r['ci'])}" for _, r in per_k.iterrows())
+            ks = sorted(group["num_queries"].unique())
+            d = paired(group, {"num_queries": ks[-1]}, {"num_queries": ks[0]}, metric)
             lines.append(f"{mode + ': ' if mode else ''}best K on validation = {int(val.idxmax())}; on test {curve}. "
-                         "Overlapping intervals do not separate the K values.")
+                         f"K={int(ks[-1])} minus K={int(ks[0])}, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {_in_words(d)}).")
     if (s["n"] < 3).any():
         lines.append("Caution: configurations with fewer than 3 seeds have intervals that rest on one or two "
                      "differences (t(0.975, 1) = 12.7); equal values give a zero-width interval that is not evidence of precision.")

@@ -18,7 +18,6 @@ A configuration with one seed gets no interval. Figures clip intervals of R@K an
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from glscl.lab.grids.stats import against_reference, mean_ci, paired, reference_config, resolution_line  # noqa: E402
+from glscl.lab.grids.stats import against_reference, is_missing, mean_ci, paired, reference_config, resolution_line  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg")
 LABELS = {"t2v_R@1": "text-to-video R@1", "t2v_R@5": "text-to-video R@5", "v2t_R@1": "video-to-text R@1",
@@ -52,7 +51,7 @@ SHORT = {"num_queries": "K"}
 
 def fmt_value(value) -> str:
     """A key's value for labels: integral floats without '.0' (CSV round trips turn ints with gaps into floats)."""
-    if _is_missing(value):
+    if is_missing(value):
         return "—"
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
@@ -91,10 +90,6 @@ def _panels(n: int, width: float = 4.2, height: float = 3.4):
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
     return fig, list(axes[0])
-
-
-def _is_missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _as_labels(table: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
@@ -199,11 +194,11 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
     return fig
 
 
-def _config_label(config: dict, reference: dict) -> str:
-    """A configuration by what differs from the reference ('interaction=both, K=8')."""
+def _config_label(config: dict, reference: dict, per_line: int = 2) -> str:
+    """A configuration by what differs from the reference ('interaction=both, K=8'), ``per_line`` keys a line."""
     parts = [f"{SHORT.get(c, c)}={fmt_value(v)}" for c, v in config.items()
-             if not _is_missing(v) and (c not in reference or fmt_value(reference[c]) != fmt_value(v))]
-    lines = [", ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]  # two per line keeps the panels wide
+             if not is_missing(v) and (c not in reference or fmt_value(reference[c]) != fmt_value(v))]
+    lines = [", ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line)]
     return ",\n".join(lines) or "the reference"
 
 
@@ -217,8 +212,7 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
     metrics = list(diffs)
     if not metrics:
         return None
-    n = len(diffs[metrics[0]]) if metrics else 0
-    fig, axes = _panels(len(metrics), width=4.2, height=0.45 * n + 1.8)
+    fig, axes = _panels(len(metrics), width=4.2, height=0.45 * len(diffs[metrics[0]]) + 1.8)
     for ax, metric in zip(axes, metrics):
         d = diffs[metric]
         labels = [_config_label({c: row[c] for c in ref}, ref) for _, row in d.iterrows()]
@@ -231,11 +225,8 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
         ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y), fontsize="small")
         ax.set_title(_label(metric), fontsize="small")
         ax.set_xlabel("difference from the reference")
-    reference = _config_label(ref, {}).replace(",\n", ", ")
-    title = f"minus the reference ({reference}), paired by seed, 95 % t-interval; green: above 0, red: below 0"
-    if metrics:
-        title += "\n" + resolution_line(diffs[metrics[0]], metrics[0])
-    fig.suptitle(title, fontsize="x-small")
+    fig.suptitle(f"minus the reference ({_config_label(ref, {}, per_line=len(ref))}), paired by seed, 95 % t-interval; "
+                 f"green: above 0, red: below 0\n{resolution_line(diffs[metrics[0]], metrics[0])}", fontsize="x-small")
     fig.tight_layout()
     return fig
 
@@ -294,7 +285,7 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
         # several categorical keys next to a numeric one (e.g. head x interaction x K): one level per
         # configuration ("glscl / local"), so a line never averages over a key it does not show
         col = "_".join(categorical)
-        labels = [" / ".join(str(v) for v in row if not _is_missing(v)) for row in table[categorical].itertuples(index=False)]
+        labels = [" / ".join(str(v) for v in row if not is_missing(v)) for row in table[categorical].itertuples(index=False)]
         table, categorical = table.assign(**{col: labels}), [col]
     if len(numeric) >= 2:
         paths += save(metric_heatmap(table, numeric[1], numeric[0], metrics), out, f"heatmap_{numeric[0]}_x_{numeric[1]}")
@@ -305,7 +296,7 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     if len(numeric) == 1 and categorical and "best_val_score" in table:
         col, x = categorical[0], numeric[0]
         best = best_by_validation(table, col, x).copy()
-        best[col] = [f"{c}\n{SHORT.get(x, x)}={fmt_value(k)}" if not _is_missing(k) else str(c) for c, k in zip(best[col], best[x])]
+        best[col] = [f"{c}\n{SHORT.get(x, x)}={fmt_value(k)}" if not is_missing(k) else str(c) for c, k in zip(best[col], best[x])]
         paths += save(bar_plot(best, col, None, metrics, title=f"each at its {SHORT.get(x, x)} chosen on validation; "
                                                               "mean over seeds, 95 % t-interval"), out, f"bars_{col}_best_{x}")
         categorical = categorical[1:]
@@ -313,7 +304,7 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     if len(categorical) == 2 and ok[categorical].isna().any().any():
         # one key does not apply to some levels of the other (e.g. interaction for mean pooling): a bar per configuration
         col = " / ".join(categorical)
-        labels = ["\n".join(str(v) for v in row if not _is_missing(v)) for row in table[categorical].itertuples(index=False)]
+        labels = ["\n".join(str(v) for v in row if not is_missing(v)) for row in table[categorical].itertuples(index=False)]
         paths += save(bar_plot(table.assign(**{col: labels}), col, None, metrics), out, f"bars_{'_'.join(categorical)}")
     elif len(categorical) == 2:
         paths += save(bar_plot(table, categorical[0], categorical[1], metrics), out, f"bars_{categorical[0]}_by_{categorical[1]}")
@@ -388,7 +379,7 @@ def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
             m, hw, n = mean_ci(group[metric])
             k = group["num_queries"].iloc[0] if "num_queries" in group else None
             conds[mode] = {c: group[c].iloc[0] for c in by}
-            parts.append(f"{mode}{'' if _is_missing(k) or not has_k else f' (K={fmt_value(k)})'}: {fmt(m, hw)}")
+            parts.append(f"{mode}{'' if is_missing(k) or not has_k else f' (K={fmt_value(k)})'}: {fmt(m, hw)}")
         lines.append("Per interaction mode" + (" (K chosen on validation)" if has_k else "") + ": " + "; ".join(parts) + ".")
         for mode in ("both", "local"):
             if mode in conds and "global" in conds:

@@ -59,7 +59,8 @@ def seeds_to_resolve(sd: float, effect: float = 1.0, max_seeds: int = 1000) -> i
     return None
 
 
-def _missing(value) -> bool:
+def is_missing(value) -> bool:
+    """None, pandas NA or NaN: a key that does not apply to a run (e.g. K of the global-only head)."""
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
@@ -69,8 +70,8 @@ def _number(value) -> bool:
 
 def same_value(cell, want) -> bool:
     """A table cell equals a configuration's value: both missing, equal numbers, or equal text."""
-    if _missing(want) or _missing(cell):
-        return _missing(want) and _missing(cell)
+    if is_missing(want) or is_missing(cell):
+        return is_missing(want) and is_missing(cell)
     if _number(cell) and _number(want):
         return float(cell) == float(want)
     return str(cell) == str(want)

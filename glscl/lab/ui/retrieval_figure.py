@@ -28,23 +28,24 @@ def score_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str], mat
         ax.barh(y, v, left=np.where(v >= 0, right, left), color=colours[i] if colours else f"C{i}", label=name)
         right, left, total = right + np.clip(v, 0, None), left + np.clip(v, None, 0), total + v
     ax.scatter(total, y, color="black", s=12, zorder=3, label="S")
+    return _finish(ax, y, labels, matches, "contribution to S", 3, title)
+
+
+def _finish(ax, y, labels, matches, xlabel: str, legend_columns: int, title: str | None):
+    """The 0 line, item labels (the caption's own videos in bold green), x label, legend below, title."""
     ax.axvline(0, color="0.3", lw=0.8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=SMALL)
     ax.tick_params(axis="x", labelsize=SMALL)
-    ax.set_xlabel("contribution to S", fontsize=SMALL + 1)
-    _mark_ticks(ax, matches)
-    ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
-
-
-def _mark_ticks(ax, matches) -> None:
+    ax.set_xlabel(xlabel, fontsize=SMALL + 1)
     for tick, hit in zip(ax.get_yticklabels(), matches or []):
         if hit:
             tick.set_color("#2ca02c")
             tick.set_fontweight("bold")
+    ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=legend_columns, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
 
 
 def difference_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str], matches: Sequence[bool] | None = None,
@@ -69,16 +70,7 @@ def difference_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str]
     for yi, t in zip(y, total):
         ax.text(span * 1.08, yi, f"{t:+.4f}", va="center", ha="left", fontsize=SMALL)
     ax.set_xlim(-span * 1.1, span * 1.55)
-    ax.axvline(0, color="0.3", lw=0.8)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=SMALL)
-    ax.tick_params(axis="x", labelsize=SMALL)
-    ax.set_xlabel("score minus the caption's video's", fontsize=SMALL + 1)
-    _mark_ticks(ax, matches)
-    ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
+    return _finish(ax, y, labels, matches, "score minus the caption's video's", 1, title)
 
 
 ROLE_NOTES = {"match": "the caption's video", "twin": "its time-reversed twin", "variant": "its one-detail neighbour (one word apart)"}

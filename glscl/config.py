@@ -194,6 +194,7 @@ class DataConfig(_Section):
 
     dataset: str = _field("world", "Dataset adapter: world, msrvtt, msvd, didemo, lsmdc, activitynet.", choices=("world", "msrvtt", "msvd", "didemo", "lsmdc", "activitynet"))
     root: str = _field("data/world", "Folder holding the dataset's native annotation files (and videos/).")
+    world: str = _field("scenes", "With dataset=world: which embedded world `glscl demo` and the grids write at data.root: 'scenes' (clips of scene-cut segments, captions about part of a clip) or 'objects' (one scene per clip, captions about the whole clip; the order and twin probes).", choices=("scenes", "objects"))
     video_dir: str | None = _field(None, "Folder of the video files if not <root>/videos.")
     sample_fps: float = _field(1.0, "Decode at this rate before picking T frames uniformly (paper: 1 fps).", min=1e-3)
     augment: bool = _field(True, "Train-time augmentation, the same draw for every frame of a clip.")

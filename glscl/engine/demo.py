@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from glscl.config import ConfigError, RunConfig, build_config
-from glscl.data.world import WorldConfig, generate_world
+from glscl.data.world import generate_world, world_config
 from glscl.engine.pretrain import PretrainConfig, pretrain_clip
 from glscl.engine.results_folder import check_run_folder
 from glscl.engine.run import run
@@ -29,40 +29,56 @@ HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}
 """(row of the table, run name, config overrides) of the three runs."""
 
 
+PRESETS = {"scenes": "embedded", "objects": "embedded-objects"}
+"""The preset of each embedded world."""
+
+
+def quick_schedule() -> dict:
+    """What "quick" changes (tests, ``--quick``, grid smoke tests): the fields preset embedded-quick sets
+    differently from embedded (a two-epoch schedule). The world is quick-sized too (``world_config``)."""
+    full, quick = build_config("embedded"), build_config("embedded-quick")
+    return {f"{section}.{key}": value for section in ("model", "loss", "data", "train")
+            for key, value in vars(getattr(quick, section)).items() if getattr(getattr(full, section), key) != value}
+
+
 def demo_config(root: str = "data/world", clip: str | None = None, out: str = "runs", cache: str | None = None,
-                quick: bool = False) -> RunConfig:
-    """The embedded default (preset ``embedded``, or ``embedded-quick``) with its folders moved to ``root``."""
+                quick: bool = False, world: str = "scenes") -> RunConfig:
+    """The embedded default of ``world`` (preset ``PRESETS[world]``, ``quick_schedule`` on top with ``quick``)
+    with its folders moved to ``root``."""
     root = Path(root)
-    return build_config("embedded-quick" if quick else "embedded", {
+    return build_config(PRESETS[world], {
+        **(quick_schedule() if quick else {}),
         "out_dir": str(out), "data.root": str(root), "data.cache_dir": str(cache or root / "cache"),
         "model.pretrained": str(clip or root / "clip-tiny-pretrained.safetensors")})
 
 
-def world_config(quick: bool) -> WorldConfig:
-    return WorldConfig(n_train=120, n_val=40, n_test=40) if quick else WorldConfig()
-
-
-def prepare_embedded(root: str | Path = "data/world", quick: bool = False, progress: bool = True) -> Path:
-    """Generate the world and pre-train the tiny CLIP (each reused when already done); returns the checkpoint."""
+def prepare_embedded(root: str | Path = "data/world", quick: bool = False, progress: bool = True,
+                     world: str = "scenes") -> Path:
+    """Generate the ``world`` (``scenes`` or ``objects``, ``glscl.data.world.world_config``) and pre-train
+    the tiny CLIP on its frames (each reused when already done); returns the checkpoint."""
     root = Path(root)
-    generate_world(root, world_config(quick), progress=progress)
+    generate_world(root, world_config(world, quick), progress=progress)
     pre_cfg = PretrainConfig(steps=20 if quick else 400)
     return pretrain_clip(root, root / "clip-tiny-pretrained.safetensors", pre_cfg, progress=progress)
 
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="glscl demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="data/world", help="where the world is generated (reused if present)")
-    ap.add_argument("--out", default="runs/demo", help="results folders of the three runs")
+    ap.add_argument("--world", default="scenes", choices=tuple(PRESETS),
+                    help="the embedded world: scenes (the default) or objects (the order and twin probes)")
+    ap.add_argument("--root", help="where the world is generated, reused if present (default data/world, "
+                                   "data/world-objects for --world objects)")
+    ap.add_argument("--out", help="results folders of the three runs (default runs/demo, runs/demo-objects)")
     ap.add_argument("--quick", action="store_true", help="a tiny world and a few steps (seconds; for tests)")
     ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = ap.parse_args(argv)
     progress = not args.no_progress
     t0 = time.perf_counter()
-    root = Path(args.root)
-    print(f"[1-2/4] world -> {root}, then pre-training a tiny CLIP on single frames (both reused if present)")
-    clip = prepare_embedded(root, args.quick, progress)
-    base = demo_config(str(root), str(clip), args.out, str(root / "cache"), args.quick)
+    suffix = "" if args.world == "scenes" else f"-{args.world}"
+    root, args.out = Path(args.root or f"data/world{suffix}"), args.out or f"runs/demo{suffix}"
+    print(f"[1-2/4] {args.world} world -> {root}, then pre-training a tiny CLIP on single frames (both reused if present)")
+    clip = prepare_embedded(root, args.quick, progress, world=args.world)
+    base = demo_config(str(root), str(clip), args.out, str(root / "cache"), args.quick, args.world)
     records = []
     for label, name, overrides in HEADS:
         print(f"[3/4] training {label} ({', '.join(f'{k}={v}' for k, v in overrides.items())}) from the feature cache")

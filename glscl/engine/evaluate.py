@@ -27,8 +27,10 @@ from tqdm.auto import tqdm
 
 from glscl.data.dataset import ClipDataset
 from glscl.data.video import ClipTransform
+from glscl.data.world.annotation import FrameAnnotation
 from glscl.engine.diversity import QueryDiversity
 from glscl.engine.intervals import recall_intervals
+from glscl.engine.mechanism import MechanismProbe
 from glscl.engine.metrics import QB_NORM, dual_softmax, qb_norm, retrieval_metrics
 from glscl.model.backbone import Backbone, TextFeatures
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
@@ -102,21 +104,29 @@ def similarity_matrix(head, text: TextEmbedding, videos: VideoBlocks, device="cp
 
 
 def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_video,
-             device="cpu") -> tuple[torch.Tensor, dict[str, float]]:
+             device="cpu", annotation: FrameAnnotation | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """S and the retrieval metrics of ``head`` on one split: texts encoded first and kept, videos streamed.
 
     The metrics hold 95 % bootstrap intervals of the headline recalls over test queries
     (``glscl.engine.intervals``: t2v_R@1_lo, t2v_R@1_hi, ...). For heads with queries they also hold
     their diversity (``glscl.engine.diversity``):
-    video_query_cos, video_query_erank, text_query_cos, text_query_erank."""
+    video_query_cos, video_query_erank, text_query_cos, text_query_erank. With the split's frame
+    ``annotation`` (the embedded world) they hold the mechanism metrics (``glscl.engine.mechanism``)."""
     text = encode_texts(head, texts, device)
     video_diversity, blocks = QueryDiversity(), []
+    probe = MechanismProbe(annotation, caption_video) if annotation is not None else None
+    offset = 0
     for video in encode_videos(head, videos, device):
         blocks.append(head.similarity(text, video).float().cpu())
         if video.queries is not None:
             video_diversity.add(video.queries.cpu())
+        if probe is not None:
+            probe.add(head, text, video, offset)
+        offset += video.mask.shape[0]
     sim = torch.cat(blocks, dim=1)
     metrics = retrieval_metrics(sim, np.asarray(caption_video)) | recall_intervals(sim, np.asarray(caption_video))
+    if probe is not None:
+        metrics.update(probe.record(sim))
     if text.queries is not None:  # GLSCL's local interaction: how distinct are the K query outputs?
         text_diversity = QueryDiversity()
         text_diversity.add(text.queries.cpu())
@@ -124,18 +134,19 @@ def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_v
     return sim, metrics
 
 
-def evaluate_cached(head, cache, device="cpu", batch_size: int = 256) -> tuple[torch.Tensor, dict[str, float]]:
+def evaluate_cached(head, cache, device="cpu", batch_size: int = 256,
+                    annotation: FrameAnnotation | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``evaluate`` on a feature cache (one split)."""
-    return evaluate(head, cached_texts(cache), cached_videos(cache, batch_size), cache.caption_video, device)
+    return evaluate(head, cached_texts(cache), cached_videos(cache, batch_size), cache.caption_video, device, annotation)
 
 
 def evaluate_decoded(model, split, num_frames: int, sample_fps: float = 1.0, device="cpu", batch_size: int = 32,
-                     num_workers: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+                     num_workers: int = 0, annotation: FrameAnnotation | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """``evaluate`` end to end: a ``Retriever``'s backbone encodes the decoded split, its head scores it."""
     model.eval()
     texts = backbone_texts(model.backbone, split.captions, device)
     videos = backbone_videos(model.backbone, split, num_frames, sample_fps, device, batch_size, num_workers)
-    return evaluate(model.head, texts, videos, split.caption_video, device)
+    return evaluate(model.head, texts, videos, split.caption_video, device, annotation)
 
 
 def metric_rows(sim: torch.Tensor, caption_video, *, dsl: bool = False, bank_t2v: torch.Tensor | None = None,

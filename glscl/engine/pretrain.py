@@ -48,7 +48,8 @@ class PretrainConfig:
 def world_vocab(world_root: str | Path, context_length: int = 32) -> tuple[int, ...]:
     """Compact vocabulary covering every caption of the world (video and frame captions)."""
     world = load_world(world_root)
-    texts = [v.caption for v in world.videos] + [c for _, _, c in frame_caption_samples(world_root, ("train", "val", "test"))]
+    frame_captions = [c for _, _, c in frame_caption_samples(world_root, ("train", "val", "test"))]
+    texts = [c.text for v in world.videos for c in v.captions] + frame_captions
     return Tokenizer.build_vocab(sorted(set(texts)), context_length)
 
 

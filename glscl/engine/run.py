@@ -111,6 +111,16 @@ def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
     return {"twin_accuracy": 100.0 * twin_accuracy(sim.numpy(), split.caption_video, twins)} if twins else {}
 
 
+def world_annotation(cfg: RunConfig, split):
+    """The frame annotation of a split of the embedded world, sampled as the run samples it (None
+    for other datasets: they carry none, and no mechanism metric is invented for them)."""
+    if cfg.data.dataset != "world":
+        return None
+    from glscl.data.world import load_world
+    from glscl.data.world.annotation import frame_annotation
+    return frame_annotation(load_world(cfg.data.root), split, cfg.model.num_frames, cfg.data.sample_fps)
+
+
 def check_batch_size(cfg: RunConfig, train_split) -> None:
     """``train.batch_size`` must fit in the training split (one step needs a full batch of captions)."""
     if cfg.train.batch_size > train_split.num_captions:
@@ -163,7 +173,7 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
                                             resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)
         load_weights(run_dir / "checkpoints" / "best", head)
         t1 = time.perf_counter()
-        sim, metrics = evaluate_cached(head, caches["test"], device)
+        sim, metrics = evaluate_cached(head, caches["test"], device, annotation=world_annotation(cfg, splits["test"]))
     else:
         if cfg.model.freeze_backbone:
             backbone.requires_grad_(False)
@@ -174,8 +184,9 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
 
         pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None
         encode = end_to_end_encoder(model, patch_tokens=pem is not None)
-        evaluate_split = lambda split: evaluate_decoded(model, split, cfg.model.num_frames, cfg.data.sample_fps, device,
-                                                        num_workers=cfg.data.num_workers)
+        evaluate_split = lambda split, annotation=None: evaluate_decoded(
+            model, split, cfg.model.num_frames, cfg.data.sample_fps, device, num_workers=cfg.data.num_workers,
+            annotation=annotation)
         start_fresh(cfg, resume=resume, overwrite=overwrite)
         run_dir = run_folder(cfg)
         trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
@@ -187,7 +198,7 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
         trainer.fit(stop_after_epoch=stop_after_epoch)
         load_weights(run_dir / "checkpoints" / "best", model)
         t1 = time.perf_counter()
-        sim, metrics = evaluate_split(splits["test"])
+        sim, metrics = evaluate_split(splits["test"], world_annotation(cfg, splits["test"]))
     t_eval = time.perf_counter() - t1
     record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
               **metrics, **world_probes(cfg, sim, splits["test"]),

@@ -116,13 +116,16 @@ class TemporalTransformer(nn.Module):
 
 
 def global_interaction_weights(sentence: torch.Tensor, frames: torch.Tensor, mask: torch.Tensor,
-                               tau: float) -> torch.Tensor:
-    """w_f = softmax_f(t . v_f / tau) for every text x video pair: (N x M x T).
+                               tau: float, normalize: bool = False) -> torch.Tensor:
+    """w_f = softmax_f(t . v_f / tau) for every text x video pair: (N x M x T) (``normalize``: t and
+    v_f L2-normalised first, as ``global_similarity`` does with ``model.global_normalize``).
 
     Padded frames are removed *before* the softmax, so they get weight exactly 0 and the
     weights of real frames sum to 1 (the released code multiplies by the mask after the
     softmax without renormalising, so its weights sum to less than 1 on short videos).
     """
+    if normalize:
+        sentence, frames = F.normalize(sentence, dim=-1), F.normalize(frames, dim=-1)
     logits = torch.einsum("nd,mtd->nmt", sentence, frames) / tau
     logits = logits.masked_fill(~mask[None], float("-inf"))
     return logits.softmax(dim=-1)

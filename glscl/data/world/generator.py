@@ -29,14 +29,16 @@ from glscl.data.world.specs import (
     ClipSpec,
     ObjectSpec,
     World,
+    WorldCaption,
     WorldConfig,
     WorldVideo,
     object_radius,
     reverse_clip,
+    speed_for,
 )
 
 MP4_PARAMS = ("-crf", "4", "-threads", "1", "-movflags", "+faststart")  # near-lossless, one thread per file
-WORLD_FORMAT = "glscl-world/1"
+WORLD_FORMAT = "glscl-world/2"  # 2: several captions per video, segments, caption frames
 WORLD_FILE = "world.json"  # the config and every clip's spec; written last, so its presence means complete
 IN_PROGRESS = ".world-in-progress"  # marker present while generate_world writes a world
 
@@ -73,7 +75,7 @@ def _random_position(rng: np.random.Generator, obj: ObjectSpec, cfg: WorldConfig
     """obj with a start position drawn so that it stays inside the frame in every frame."""
     radius = object_radius(obj.size, cfg.size)
     low, high = radius + 1, cfg.size - 2 - radius
-    travel = obj.speed * (cfg.frames - 1)
+    travel = obj.speed * obj.steps(cfg.frames - 1)
     dx, dy = MOTIONS[obj.motion] if obj.motion else (0, 0)
     x = int(rng.integers(low + travel * (dx < 0), high - travel * (dx > 0) + 1))
     y = int(rng.integers(low + travel * (dy < 0), high - travel * (dy > 0) + 1))
@@ -91,21 +93,30 @@ def objects_overlap(a: ObjectSpec, b: ObjectSpec, frame_size: int) -> bool:
 
 
 def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipSpec:
-    """A random clip of this caption kind (appearances of all its objects distinct)."""
+    """A random objects-world clip of this caption kind (appearances of all its objects distinct).
+
+    single / while: one / two objects move for the whole clip. then: one object moves for part of
+    the clip and a second, still one appears or disappears at frame ``change``, strictly after the
+    motion ends or before it starts (which comes first is drawn), so "A, then B" means B after A.
+    """
     n_named = 1 if kind == "single" else 2
     all_looks = [(s, c, z) for s in SHAPES for c in COLOURS for z in SIZES]
     looks = [all_looks[i] for i in rng.choice(len(all_looks), n_named + cfg.distractors, replace=False)]
     motions = list(MOTIONS)
+    change = int(rng.integers(2, cfg.frames - 1)) if kind == "then" else cfg.frames
+    motion_first = bool(rng.random() < 0.5)
     objects = []
     for i, (shape, colour, size) in enumerate(looks):
         moving = i == 0 or (i == 1 and kind == "while")
         motion = motions[rng.integers(len(motions))] if moving else None
-        visible_from, visible_to = 0, cfg.frames
+        visible_from, visible_to, moves_from, moves_to, span = 0, cfg.frames, 0, None, cfg.frames
+        if i == 0 and kind == "then":
+            moves_from, moves_to = (0, change) if motion_first else (change, None)
+            span = change if motion_first else cfg.frames - change
         if i == 1 and kind == "then":
-            change = int(rng.integers(1, cfg.frames))
             visible_from, visible_to = (change, cfg.frames) if rng.random() < 0.5 else (0, change)
-        speed = cfg.speed if moving else 0
-        objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, speed, visible_from, visible_to))
+        speed = speed_for(span, cfg.size) if moving else 0
+        objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, speed, visible_from, visible_to, moves_from, moves_to))
     return ClipSpec(kind, _place(rng, objects, cfg))
 
 
@@ -175,15 +186,122 @@ def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig,
     return items
 
 
+def _segment_bounds(rng: np.random.Generator, frames: int, n: int, shortest: int) -> tuple[tuple[int, int], ...]:
+    """n consecutive spans [start, end) covering [0, frames), each at least ``shortest`` frames; every
+    such division equally likely (stars and bars over the frames left after the minimum lengths)."""
+    extra = frames - n * shortest
+    bars = np.sort(rng.choice(extra + n - 1, n - 1, replace=False)) if n > 1 else np.array([], np.int64)
+    lengths = np.diff(np.concatenate([[-1], bars, [extra + n - 1]])) - 1 + shortest
+    ends = np.cumsum(lengths)
+    return tuple((int(e - length), int(e)) for e, length in zip(ends, lengths, strict=True))
+
+
+def _sample_scenes_clip(rng: np.random.Generator, cfg: WorldConfig) -> ClipSpec:
+    """A scenes-world clip: ``min_segments``-``max_segments`` scene-cut segments, each with 1 or 2
+    (p = 1/2, when max_objects = 2) moving objects of its own, no appearance repeated in the clip.
+    Each object is visible and moves for its whole segment, travelling TRAVEL_SHARE of the frame."""
+    n = int(rng.integers(cfg.min_segments, cfg.max_segments + 1))
+    counts = [1 + int(cfg.max_objects == 2 and rng.random() < 0.5) for _ in range(n)]
+    all_looks = [(s, c, z) for s in SHAPES for c in COLOURS for z in SIZES]
+    looks = iter([all_looks[i] for i in rng.choice(len(all_looks), sum(counts), replace=False)])
+    motions = list(MOTIONS)
+    segments = _segment_bounds(rng, cfg.frames, n, cfg.min_segment_frames)
+    objects: list[ObjectSpec] = []
+    for (start, end), count in zip(segments, counts, strict=True):
+        speed = speed_for(end - start, cfg.size)
+        members = [ObjectSpec(*next(looks), motions[rng.integers(len(motions))], 0, 0, speed, start, end, start, end)
+                   for _ in range(count)]
+        objects += _place(rng, members, cfg)
+    return ClipSpec("scenes", tuple(objects), segments)
+
+
+def scene_captions(clip: ClipSpec) -> tuple[list[WorldCaption], list[WorldCaption]]:
+    """(one caption per segment, one "then" caption per pair of consecutive segments) of a scenes clip."""
+    segment = [WorldCaption(*clip.segment_caption(i), clip.segments[i]) for i in range(len(clip.segments))]
+    then = [WorldCaption(clip.then_caption(i), "then", (clip.segments[i][0], clip.segments[i + 1][1]))
+            for i in range(len(clip.segments) - 1)]
+    return segment, then
+
+
+def _training_scene_captions(rng: np.random.Generator, clip: ClipSpec, then_share: float) -> tuple[WorldCaption, ...]:
+    """Every segment caption, and each pair's "then" caption with probability then_share."""
+    segment, then = scene_captions(clip)
+    return tuple(segment + [c for c in then if rng.random() < then_share])
+
+
+def _evaluation_scene_captions(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig) -> tuple[WorldCaption, ...]:
+    """eval_captions distinct captions, each a "then" caption with probability then_share (else a segment's)."""
+    segment, then = scene_captions(clip)
+    chosen: list[WorldCaption] = []
+    while len(chosen) < cfg.eval_captions:
+        pool = then if then and rng.random() < cfg.then_share else segment
+        caption = pool[rng.integers(len(pool))]
+        if caption not in chosen:
+            chosen.append(caption)
+    return tuple(chosen)
+
+
+def _described_segments(clip: ClipSpec, caption: WorldCaption) -> set[str]:
+    """The segment captions of the segments a caption describes."""
+    return {clip.segment_caption(i)[0] for i, (a, b) in enumerate(clip.segments)
+            if caption.frames[0] <= a and b <= caption.frames[1]}
+
+
+def _sample_scenes_evaluation(rng: np.random.Generator, cfg: WorldConfig, n: int) -> list[tuple[ClipSpec, tuple]]:
+    """n scenes clips whose captions are each true of their own clip alone, within the split.
+
+    A clip is kept when its captions are new to the split, no segment they describe shows up in
+    another clip of the split (same objects doing the same things), and none of its segments is
+    one that an earlier caption describes. (A one-object caption can still be partly true of a
+    two-object segment elsewhere: "a red circle moves up" of "a red circle moves up while ...".)
+    """
+    items: list[tuple[ClipSpec, tuple]] = []
+    captions: set[str] = set()
+    present: set[str] = set()   # every segment caption of the split
+    claimed: set[str] = set()   # the segment captions that some caption describes
+    budget = 1000 + 100 * n
+    while len(items) < n:
+        budget -= 1
+        if budget < 0:
+            raise RuntimeError(f"could not draw {n} scenes clips whose captions name one clip each; lower n_val/n_test")
+        clip = _sample_scenes_clip(rng, cfg)
+        chosen = _evaluation_scene_captions(rng, clip, cfg)
+        described = set().union(*(_described_segments(clip, c) for c in chosen))
+        segments = {clip.segment_caption(i)[0] for i in range(len(clip.segments))}
+        if any(c.text in captions for c in chosen) or described & present or segments & claimed:
+            continue
+        items.append((clip, chosen))
+        captions |= {c.text for c in chosen}
+        present |= segments
+        claimed |= described
+    return items
+
+
+def _one_caption(clip: ClipSpec, frames: int) -> tuple[WorldCaption, ...]:
+    """The objects world's one caption, about the whole clip."""
+    return (WorldCaption(clip.caption, clip.kind, (0, frames)),)
+
+
 def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
     """All videos of the world described by cfg, without writing anything (deterministic in cfg).
 
-    Ids are "video0", "video1", ... : training videos first, then validation, then test; the
-    order inside each evaluation split is shuffled so twins and variants are not neighbours.
+    Ids are "video0", "video1", ... : training videos first, then validation, then test; in the
+    objects world the order inside each evaluation split is shuffled so twins and variants are not neighbours.
     """
     rng = np.random.default_rng(cfg.seed)
-    videos = [WorldVideo(f"video{i}", "train", _sample_clip(rng, cfg, _random_kind(rng, cfg)))
-              for i in range(cfg.n_train)]
+    if cfg.kind == "scenes":
+        videos = []
+        for i in range(cfg.n_train):
+            clip = _sample_scenes_clip(rng, cfg)
+            videos.append(WorldVideo(f"video{i}", "train", clip, _training_scene_captions(rng, clip, cfg.then_share)))
+        for split, n in (("val", cfg.n_val), ("test", cfg.n_test)):
+            for clip, chosen in _sample_scenes_evaluation(rng, cfg, n):
+                videos.append(WorldVideo(f"video{len(videos)}", split, clip, chosen))
+        return videos
+    videos = []
+    for i in range(cfg.n_train):
+        clip = _sample_clip(rng, cfg, _random_kind(rng, cfg))
+        videos.append(WorldVideo(f"video{i}", "train", clip, _one_caption(clip, cfg.frames)))
     for split, n in (("val", cfg.n_val), ("test", cfg.n_test)):
         items = _sample_evaluation_clips(rng, cfg, n)
         order = rng.permutation(n)
@@ -191,7 +309,7 @@ def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
         ids = [f"video{len(videos) + new_position[i]}" for i in range(n)]
         for old in order:
             clip, twin, base = items[old]
-            videos.append(WorldVideo(ids[old], split, clip,
+            videos.append(WorldVideo(ids[old], split, clip, _one_caption(clip, cfg.frames),
                                      ids[twin] if twin is not None else None,
                                      ids[base] if base is not None else None))
     return videos
@@ -219,7 +337,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     partial.write_text(text)
     os.replace(partial, path)
 
@@ -244,52 +362,76 @@ def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), pr
                    workers: int = 2) -> Path:
     """Writes the world described by cfg under root (MSR-VTT layout, see the module docstring).
 
-    Idempotent: returns at once when root/world.json holds the same config. world.json is written
-    last (atomically), so a killed run never leaves one claiming a complete world; a rerun redoes
-    the work. Refuses (FileExistsError) to write into a non-empty folder that is not a world.
-    ``workers`` mp4 files are encoded at once (each by its own ffmpeg process).
+    Idempotent: returns at once when root/world.json holds the same config. Resumable: each video is
+    written as soon as it is drawn (to a temporary name, then renamed), and the in-progress marker
+    holds the config, so a rerun after a kill keeps the finished videos of the same config and
+    writes the rest. world.json is written last (atomically), so a killed run never leaves one
+    claiming a complete world. Refuses (FileExistsError) to write into a non-empty folder that is
+    not a world. ``workers`` mp4 files are encoded at once (each by its own ffmpeg process).
     """
     root = Path(root)
-    if _stored_config(root) == asdict(cfg):
+    config = asdict(cfg)
+    if _stored_config(root) == config:
         return root
     marker = root / IN_PROGRESS
     if root.exists() and any(root.iterdir()) and not ((root / WORLD_FILE).exists() or marker.exists()):
         raise FileExistsError(f"{root} is not empty and holds no generated world; refusing to write into it")
     root.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    resuming = marker.is_file() and _marker_config(marker) == config
     (root / WORLD_FILE).unlink(missing_ok=True)
-    shutil.rmtree(root / "videos", ignore_errors=True)
-    (root / "videos").mkdir()
+    if not resuming:
+        shutil.rmtree(root / "videos", ignore_errors=True)
+        _write_text_atomically(marker, json.dumps(config))
+    (root / "videos").mkdir(exist_ok=True)
+    for partial in (root / "videos").glob("*.partial-*.mp4"):  # a write a kill cut short
+        partial.unlink()
 
     videos = sample_world(cfg)
+    todo = [v for v in videos if not (root / "videos" / f"{v.video_id}.mp4").is_file()]
 
     def write(video: WorldVideo) -> None:
-        write_mp4(root / "videos" / f"{video.video_id}.mp4", render_clip(video.clip, cfg), cfg.fps)
+        final = root / "videos" / f"{video.video_id}.mp4"
+        partial = final.with_name(f"{video.video_id}.partial-{os.getpid()}.mp4")
+        write_mp4(partial, render_clip(video.clip, cfg), cfg.fps)
+        os.replace(partial, final)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in tqdm(pool.map(write, videos), total=len(videos), desc="writing world videos", disable=not progress):
-            pass
+        bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="writing world videos", disable=not progress)
+        for _ in pool.map(write, todo):
+            bar.update()
+        bar.close()
 
     _write_msrvtt_files(root, videos)
-    meta = {"format": WORLD_FORMAT, "config": asdict(cfg), "videos": [v.to_json(cfg.frames) for v in videos]}
+    meta = {"format": WORLD_FORMAT, "config": config, "videos": [v.to_json(cfg.frames) for v in videos]}
     meta["twin_pairs"] = [list(pair) for pair in World(root, cfg, tuple(videos)).twin_pairs]
     _write_text_atomically(root / WORLD_FILE, json.dumps(meta, indent=1))
     marker.unlink()
     return root
 
 
+def _marker_config(marker: Path) -> dict | None:
+    """The config an interrupted generate_world was writing (None if the marker cannot be read)."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _write_msrvtt_files(root: Path, videos: Sequence[WorldVideo]) -> None:
-    """The files the MSR-VTT adapter reads: captions and splits (split names as MSR-VTT's, see ``DISK_SPLITS``)."""
+    """The files the MSR-VTT adapter reads: captions and splits (split names as MSR-VTT's, see ``DISK_SPLITS``).
+
+    Every caption of every video goes to MSRVTT_data.json; the test CSV has one row per test caption."""
     data = {
         "videos": [{"video_id": v.video_id, "split": DISK_SPLITS[v.split], "id": i} for i, v in enumerate(videos)],
-        "sentences": [{"video_id": v.video_id, "caption": v.caption, "sen_id": i} for i, v in enumerate(videos)],
+        "sentences": [{"video_id": v.video_id, "caption": c.text, "sen_id": i}
+                      for i, (v, c) in enumerate((v, c) for v in videos for c in v.captions)],
     }
     _write_text_atomically(root / CAPTIONS_FILE, json.dumps(data, indent=1))
     ids = {split: [[v.video_id] for v in videos if v.split == split] for split in SPLITS}
     _write_text_atomically(root / TRAIN_FILE, _csv_text(["video_id"], ids["train"]))
     _write_text_atomically(root / VAL_FILE, _csv_text(["video_id"], ids["val"]))
-    test = [v for v in videos if v.split == "test"]
-    rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, v.caption] for i, v in enumerate(test)]
+    test = [(v, c) for v in videos if v.split == "test" for c in v.captions]
+    rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, c.text] for i, (v, c) in enumerate(test)]
     header = ["key", "vid_key", "video_id", "sentence"]
     _write_text_atomically(root / TEST_FILE, _csv_text(header, rows))
 

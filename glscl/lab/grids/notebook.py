@@ -33,7 +33,6 @@ from typing import Any
 from glscl.config import RunConfig, build_config, describe
 
 RECORD_FILE = "record.json"
-QUICK_PRESET, FULL_PRESET = "embedded-quick", "embedded"
 WORLD_PATH_KEYS = ("data.root", "data.video_dir", "data.cache_dir", "model.pretrained")
 
 
@@ -54,8 +53,9 @@ def quick_overrides(cfg: RunConfig) -> dict[str, Any]:
     """What ``quick`` changes: the fields preset embedded-quick sets differently from embedded (its
     short schedule), and on the world the paths under data.root moved to ``<root>-quick``, where
     ``prepare_embedded(quick=True)`` puts its small world, so a quick run never replaces the full one."""
-    full, quick = flat(build_config(FULL_PRESET)), flat(build_config(QUICK_PRESET))
-    changes = {k: v for k, v in quick.items() if full[k] != v}
+    from glscl.engine.demo import quick_schedule
+
+    changes = quick_schedule()
     if cfg.data.dataset == "world":
         root = cfg.data.root.rstrip("/")
         current = flat(cfg)
@@ -81,7 +81,7 @@ def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = 
 
     t0 = time.perf_counter()
     if prepare_world and cfg.data.dataset == "world":
-        prepare_embedded(cfg.data.root, quick=quick, progress=progress)
+        prepare_embedded(cfg.data.root, quick=quick, progress=progress, world=cfg.data.world)
     t1 = time.perf_counter()
     record = run(cfg, progress=progress)
     record = {**record, "prepare_s": t1 - t0, "run_s": time.perf_counter() - t1}

@@ -39,8 +39,8 @@ def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, p
     """Generate the world / tiny CLIP and build every feature cache once, before the runs start."""
     if prepare_world:
         from glscl.engine.demo import prepare_embedded
-        for root in sorted({c.data.root for c in configs if c.data.dataset == "world"}):
-            prepare_embedded(root, quick=quick, progress=progress)
+        for root, world in sorted({(c.data.root, c.data.world) for c in configs if c.data.dataset == "world"}):
+            prepare_embedded(root, quick=quick, progress=progress, world=world)
     signatures = {}
     for c in configs:
         if c.data.cache_dir:

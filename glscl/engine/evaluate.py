@@ -30,7 +30,7 @@ from glscl.data.video import ClipTransform
 from glscl.data.world.annotation import FrameAnnotation
 from glscl.engine.diversity import QueryDiversity
 from glscl.engine.intervals import recall_intervals
-from glscl.engine.mechanism import MechanismProbe
+from glscl.engine.mechanism import FrameSimilarity, MechanismProbe
 from glscl.engine.metrics import QB_NORM, dual_softmax, qb_norm, retrieval_metrics
 from glscl.model.backbone import Backbone, TextFeatures
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
@@ -111,12 +111,13 @@ def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_v
     (``glscl.engine.intervals``: t2v_R@1_lo, t2v_R@1_hi, ...). For heads with queries they also hold
     their diversity (``glscl.engine.diversity``):
     video_query_cos, video_query_erank, text_query_cos, text_query_erank. With the split's frame
-    ``annotation`` (the embedded world) they hold the mechanism metrics (``glscl.engine.mechanism``)."""
+    ``annotation`` (the embedded world) they hold the mechanism metrics (``glscl.engine.mechanism``).
+    Every record holds ``frame_cosine``: how alike a video's frames are (``FrameSimilarity``)."""
     text = encode_texts(head, texts, device)
-    video_diversity, blocks = QueryDiversity(), []
+    video_diversity, blocks, alike = QueryDiversity(), [], FrameSimilarity()
     probe = MechanismProbe(annotation, caption_video) if annotation is not None else None
     offset = 0
-    for video in encode_videos(head, videos, device):
+    for video in encode_videos(head, alike.tap(videos), device):
         blocks.append(head.similarity(text, video).float().cpu())
         if video.queries is not None:
             video_diversity.add(video.queries.cpu())
@@ -127,6 +128,7 @@ def evaluate(head, texts: Iterable[TextFeatures], videos: VideoBlocks, caption_v
     metrics = retrieval_metrics(sim, np.asarray(caption_video)) | recall_intervals(sim, np.asarray(caption_video))
     if probe is not None:
         metrics.update(probe.record(sim))
+    metrics.update(alike.record())
     if text.queries is not None:  # GLSCL's local interaction: how distinct are the K query outputs?
         text_diversity = QueryDiversity()
         text_diversity.add(text.queries.cpu())

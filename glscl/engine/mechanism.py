@@ -13,16 +13,42 @@ and for each video, with a_k = argmax_f of query k's cross-attention in the deco
     random frames       (1/n_seg) sum_s [1 - (1 - len_s / |real frames|)^K]   (K independent uniform peaks)
 
 and t2v R@1 per caption kind (ranks over the whole gallery). Each is averaged over the split.
-Datasets without frame annotations get none of these.
+Datasets without frame annotations get none of these. Every dataset gets
+
+    frame cosine        mean over videos of the mean cos(x_f, x_g), f != g real frames   (``FrameSimilarity``)
+
+of the backbone's frame features x_f: how alike a video's frames are (1: one picture throughout).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from glscl.data.world.annotation import FrameAnnotation
 from glscl.engine.metrics import t2v_ranks
 from glscl.model.interaction import global_interaction_weights
+
+
+class FrameSimilarity:
+    """Running mean of the frame cosine (module docstring) over the (frames, mask) blocks that ``tap`` passes on."""
+
+    def __init__(self) -> None:
+        self.total, self.n = 0.0, 0
+
+    def tap(self, blocks):
+        for frames, mask in blocks:
+            x = F.normalize(frames.double(), dim=-1)
+            m = mask.bool()
+            pair = (m[:, :, None] & m[:, None, :]) & ~torch.eye(m.shape[1], dtype=torch.bool, device=m.device)
+            n_pairs = pair.sum((1, 2))
+            per_video = ((x @ x.transpose(1, 2)) * pair).sum((1, 2)) / n_pairs.clamp_min(1)
+            self.total += float(per_video[n_pairs > 0].sum())
+            self.n += int((n_pairs > 0).sum())
+            yield frames, mask
+
+    def record(self) -> dict[str, float]:
+        return {"frame_cosine": self.total / self.n} if self.n else {}
 
 
 class MechanismProbe:

@@ -100,7 +100,7 @@ def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipS
     motion ends or before it starts (which comes first is drawn), so "A, then B" means B after A.
     """
     n_named = 1 if kind == "single" else 2
-    all_looks = [(s, c, z) for s in SHAPES for c in COLOURS for z in SIZES]
+    all_looks = cfg.looks
     looks = [all_looks[i] for i in rng.choice(len(all_looks), n_named + cfg.distractors, replace=False)]
     motions = list(MOTIONS)
     change = int(rng.integers(2, cfg.frames - 1)) if kind == "then" else cfg.frames
@@ -133,7 +133,8 @@ def _vary_one_detail(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig)
         changed = replace(obj, visible_from=0, visible_to=obj.visible_from) if obj.visible_from > 0 \
             else replace(obj, visible_from=obj.visible_to, visible_to=cfg.frames)
     else:
-        values = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "motion": tuple(MOTIONS)}[attr]
+        values = {"shape": SHAPES[:cfg.shapes], "colour": tuple(COLOURS)[:cfg.colours], "size": SIZES,
+                  "motion": tuple(MOTIONS)}[attr]
         others = [v for v in values if v != getattr(obj, attr)]
         changed = replace(obj, **{attr: others[rng.integers(len(others))]})
     objects = list(clip.objects)
@@ -202,7 +203,7 @@ def _sample_scenes_clip(rng: np.random.Generator, cfg: WorldConfig) -> ClipSpec:
     Each object is visible and moves for its whole segment, travelling TRAVEL_SHARE of the frame."""
     n = int(rng.integers(cfg.min_segments, cfg.max_segments + 1))
     counts = [1 + int(cfg.max_objects == 2 and rng.random() < 0.5) for _ in range(n)]
-    all_looks = [(s, c, z) for s in SHAPES for c in COLOURS for z in SIZES]
+    all_looks = cfg.looks
     looks = iter([all_looks[i] for i in rng.choice(len(all_looks), sum(counts), replace=False)])
     motions = list(MOTIONS)
     segments = _segment_bounds(rng, cfg.frames, n, cfg.min_segment_frames)

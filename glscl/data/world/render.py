@@ -20,12 +20,18 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: int) -> np.n
 
     circle: dx^2 + dy^2 <= r^2; square: max(|dx|, |dy|) <= 0.85 r; triangle: the upright
     equilateral triangle inscribed in the circle (centroid at the centre): dy <= r/2 and
-    dy >= sqrt(3) |dx| - r.
+    dy >= sqrt(3) |dx| - r; diamond: |dx| + |dy| <= r; cross: an upright plus sign, two bars
+    of half-width 0.3 r and half-length r.
     """
     if shape == "circle":
         return dx * dx + dy * dy <= radius * radius
     if shape == "square":
         return np.maximum(np.abs(dx), np.abs(dy)) <= 0.85 * radius
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= radius
+    if shape == "cross":
+        bar = 0.3 * radius
+        return ((np.abs(dx) <= bar) & (np.abs(dy) <= radius)) | ((np.abs(dy) <= bar) & (np.abs(dx) <= radius))
     return (dy <= radius / 2) & (dy >= math.sqrt(3) * np.abs(dx) - radius)
 
 

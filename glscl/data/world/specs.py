@@ -7,8 +7,10 @@ from pathlib import Path
 
 from glscl.data.splits import SPLITS
 
-SHAPES = ("circle", "square", "triangle")
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # a world uses the first WorldConfig.shapes
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40),
+           "purple": (150, 60, 200), "orange": (240, 140, 30), "cyan": (40, 200, 210), "white": (235, 235, 235)}
+# a world uses the first WorldConfig.colours
 SIZES = ("small", "large")
 MOTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # (column, row) step
 REVERSED_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up"}
@@ -19,7 +21,6 @@ DISK_SPLITS = dict(zip(SPLITS, ("train", "validate", "test"), strict=True))
 
 RADIUS_SHARE = {"small": 0.09, "large": 0.17}  # object radius / frame size
 TRAVEL_SHARE = 0.4  # how far a moving object travels over a clip, as a share of the frame size
-NUM_SINGLE_CAPTIONS = len(SHAPES) * len(COLOURS) * len(SIZES) * len(MOTIONS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class WorldConfig:
     n_train, n_val, n_test: videos per split.
     frames: frames per clip (one per second at fps=1).
     size: frame side in pixels (a multiple of 16, so the mp4 encoder never resizes).
+    shapes, colours: how many of ``SHAPES`` and ``COLOURS`` the world draws from (the first ones): with
+    ``SIZES`` they make the appearances an object can have.
     max_objects: named objects per clip (objects) or per segment (scenes), 1 or 2.
     distractors (objects only): unnamed still objects per clip (0-2); a difficulty knob for the frame
     encoder: picking the named objects out of a cluttered frame happens in the backbone, before any
@@ -57,6 +60,8 @@ class WorldConfig:
     frames: int = 8
     size: int = 64
     fps: float = 1
+    shapes: int = 3
+    colours: int = 4
     max_objects: int = 2
     distractors: int = 0
     detail_share: float = 0.3
@@ -81,6 +86,8 @@ class WorldConfig:
         _require(self.frames >= 2, "frames", "must be >= 2 (motion needs two frames)")
         _require(self.size >= 32 and self.size % 16 == 0, "size", "must be a multiple of 16 and >= 32")
         _require(self.fps > 0, "fps", "must be > 0")
+        _require(1 <= self.shapes <= len(SHAPES), "shapes", f"must be in [1, {len(SHAPES)}]")
+        _require(1 <= self.colours <= len(COLOURS), "colours", f"must be in [1, {len(COLOURS)}]")
         _require(self.max_objects in (1, 2), "max_objects", "must be 1 or 2 (captions name at most two objects)")
         _require(0 <= self.distractors <= 2, "distractors", "must be in [0, 2] (more rarely fit without overlaps)")
         _require(0.0 <= self.detail_share <= 1.0, "detail_share", "must be in [0, 1]")
@@ -107,10 +114,20 @@ class WorldConfig:
         room = self.size - 3 - 2 * object_radius("large", self.size)
         _require(self.speed * (self.frames - 1) <= room, "frames",
                  f"too many for size={self.size}: a large object moving {self.speed} px/frame leaves the frame")
+        _require(self.max_objects == 1 or self.frames >= 4, "frames", "must be >= 4 for 'then' clips (max_objects=2)")
         if self.max_objects == 1:
             for name in ("n_val", "n_test"):
-                _require(getattr(self, name) <= NUM_SINGLE_CAPTIONS, name,
-                         f"must be <= {NUM_SINGLE_CAPTIONS} with max_objects=1 (distinct single-object captions)")
+                _require(getattr(self, name) <= self.num_single_captions, name,
+                         f"must be <= {self.num_single_captions} with max_objects=1 (distinct single-object captions)")
+
+    @property
+    def looks(self) -> list[tuple[str, str, str]]:
+        """Every appearance (shape, colour, size) an object of this world can have."""
+        return [(s, c, z) for s in SHAPES[:self.shapes] for c in list(COLOURS)[:self.colours] for z in SIZES]
+
+    @property
+    def num_single_captions(self) -> int:
+        return len(self.looks) * len(MOTIONS)
 
     @property
     def speed(self) -> int:
@@ -124,7 +141,7 @@ def speed_for(span: int, size: int) -> int:
     return max(1, round(TRAVEL_SHARE * size / max(1, span - 1)))
 
 
-SCENES = dict(kind="scenes", frames=12, distractors=0, detail_share=0.0, twin_share=0.0)
+SCENES = dict(kind="scenes", frames=12, shapes=5, colours=8, distractors=0, detail_share=0.0, twin_share=0.0)
 """The scenes world's settings that differ from the objects world's (``world_config``)."""
 QUICK = dict(n_train=120, n_val=40, n_test=40)
 """A world for tests and ``--quick``: seconds to write."""

@@ -31,21 +31,43 @@ from glscl.lab.grids.figures import figures_for_grid, fmt_value, summary_table
 from glscl.lab.grids.folder import read_table
 from glscl.lab.grids.stats import against_reference, paired, reference_config, resolution_line
 
-GRIDS = ("default", "losses", "sharing", "variant", "queries", "alpro")
-"""The shipped grids, in the order the page shows them."""
+GRIDS = ("default", "losses", "sharing", "variant", "queries", "alpro", "default-objects", "losses-objects")
+"""The shipped grids, in the order the page shows them: each grid file on the scenes world (its ``base``,
+the embedded preset), and ``<grid>-objects``, the same file on the objects world, the control."""
+OBJECTS = "-objects"
+OBJECTS_BASE = "embedded-objects"
+KINDS = ("single", "while", "then")
+MECHANISM = (("frame_cosine", "frame cosine (backbone features, one video)"),
+             ("global_captioned_mass", "global weight on the captioned frames"),
+             ("global_captioned_chance", "  ... what uniform weights give"),
+             ("global_weight_entropy", "global weight entropy (1 = uniform)"),
+             ("segment_coverage", "segments hit by some query's attention peak"),
+             ("segment_coverage_one", "  ... if every query looked at one segment"),
+             ("segment_coverage_random", "  ... K uniformly random peaks"),
+             ("video_query_cos", "video query cosine (1 = collapsed)"))
+
+
+def grid_file(job: str) -> str:
+    """The grid file a job runs (``default-objects`` runs ``default``)."""
+    return job.removesuffix(OBJECTS)
+
+
+def world_of(job: str) -> str:
+    return "objects" if job.endswith(OBJECTS) else "scenes"
 
 
 def _cond(c: dict) -> str:
     return ", ".join(f"{k}={fmt_value(v)}" for k, v in c.items())
 
 
-def claim_lines(claim: dict, table: pd.DataFrame) -> list[str]:
-    """The markdown of one claim: verdict, effect and interval, per-seed differences, resolution."""
+def claim_lines(claim: dict, table: pd.DataFrame, world: str = "scenes") -> list[str]:
+    """The markdown of one claim on one world: verdict, effect and interval, per-seed differences,
+    resolution; on the scenes world also the verdict per caption kind."""
     metric = claim.get("metric", "t2v_R@1")
     d = paired(table, claim["a"], claim["b"], metric)
     if d.n == 0:
-        return [f"- **{claim['claim']}**: no paired runs found ({_cond(claim['a'])} vs {_cond(claim['b'])})."]
-    lines = [f"- **{claim['claim']}**: **{d.verdict}**. {metric}: {d.a:.1f} ({_cond(claim['a'])}) vs "
+        return [f"- **{claim['claim']}** ({world}): no paired runs found ({_cond(claim['a'])} vs {_cond(claim['b'])})."]
+    lines = [f"- **{claim['claim']}** ({world} world): **{d.verdict}**. {metric}: {d.a:.1f} ({_cond(claim['a'])}) vs "
              f"{d.b:.1f} ({_cond(claim['b'])}); paired difference {d.mean:+.1f} ± {d.hw:.1f} "
              f"(95 % t, n={d.n} seeds; per seed {', '.join(f'{x:+.1f}' for x in d.diffs)}). "
              f"Resolution: {d.resolution()}."]
@@ -53,7 +75,46 @@ def claim_lines(claim: dict, table: pd.DataFrame) -> list[str]:
         e = paired(table, claim["a"], claim["b"], extra)
         if e.n:
             lines.append(f"  - {extra}: {e.a:.3g} vs {e.b:.3g}, paired difference {e.mean:+.3g} ± {e.hw:.2g}.")
+    for kind in KINDS:
+        column = f"{metric}:{kind}"
+        if column in table.columns and metric == "t2v_R@1":
+            k = paired(table, claim["a"], claim["b"], column)
+            if k.n:
+                count = table[f"captions:{kind}"].dropna()
+                size = f", {int(count.iloc[0])} captions" if len(count) else ""
+                lines.append(f"  - {kind} captions{size}: {k.a:.1f} vs {k.b:.1f}, paired difference "
+                             f"{k.mean:+.1f} ± {k.hw:.1f}: {k.verdict}.")
     return lines
+
+
+def mechanism_lines(tables: dict) -> list[str]:
+    """The mechanism metrics side by side: scenes and objects world (default grid: GLSCL, both
+    interactions, K = 8; losses grid: IDL 1.0 vs off), means over seeds."""
+    both = {"head": "glscl", "interaction": "both", "num_queries": 8}
+    columns = {"scenes, GLSCL": ("default", both), "objects, GLSCL": ("default-objects", both),
+               "scenes, IDL off": ("losses", {"icl_weight": 0.1, "idl_weight": 0.0}),
+               "objects, IDL off": ("losses-objects", {"icl_weight": 0.1, "idl_weight": 0.0})}
+    values = {}
+    for label, (job, where) in columns.items():
+        if job not in tables:
+            continue
+        table = tables[job][0]
+        rows = table[table["status"] == "ok"]
+        for key, value in where.items():
+            if key in rows.columns:
+                rows = rows[rows[key] == value]
+        values[label] = {m: rows[m].mean() if m in rows.columns and len(rows) else float("nan") for m, _ in MECHANISM}
+    if not values:
+        return []
+    header = "| measure | " + " | ".join(values) + " |"
+    lines = ["## The two worlds: what the mechanisms do", "",
+             "Means over the seeds of the finished runs (test split). The objects world's captions describe "
+             "whole clips, so its captioned mass is 1 by construction and it has no segments to cover.", "",
+             header, "|" + "---|" * (len(values) + 1)]
+    for metric, label in MECHANISM:
+        cells = [v[metric] for v in values.values()]
+        lines.append(f"| {label} | " + " | ".join("-" if not math.isfinite(c) else f"{c:.2f}" for c in cells) + " |")
+    return [*lines, ""]
 
 
 def reference_lines(table: pd.DataFrame, spec, metric: str) -> list[str]:
@@ -89,7 +150,8 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
     claims = yaml.safe_load(claims_file.read_text())
     tables = {}
     parts = ["# Findings of the shipped grids", "",
-             "Every grid in `ablations/` run at its defaults on the embedded world (head trained from the frozen "
+             "Every grid in `ablations/` run at its defaults on the embedded scenes world, and the default and losses "
+             "grids also on the objects world as the control (head trained from the frozen "
              "backbone's feature cache, except `alpro`, which trains end to end; 1,000 test captions, checkpoints "
              "chosen on validation), regenerated by "
              "`make findings`. Intervals are 95 % Student-t over seeds; differences are paired by seed. "
@@ -107,10 +169,15 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
     if missing or partial:
         parts += ["Not complete: " + "; ".join([*(f"{g} (not run)" for g in missing), *partial])
                   + ". Claims on those grids are left out or marked; `make findings` resumes them.", ""]
-    parts += ["## Verdicts", ""]
+    parts += mechanism_lines(tables)
+    parts += ["## Verdicts", "",
+              "Each claim on the scenes world (the embedded default), and on the objects world where its grid "
+              "runs there too; on the scenes world also per caption kind (t2v R@1 of the captions of one kind, "
+              "ranked against the whole gallery).", ""]
     for claim in claims:
-        if claim["grid"] in tables:
-            parts += claim_lines(claim, tables[claim["grid"]][0])
+        for job in (claim["grid"], claim["grid"] + OBJECTS):
+            if job in tables:
+                parts += claim_lines(claim, tables[job][0], world_of(job))
     parts.append("")
     for g in grids:
         if g not in tables:
@@ -118,7 +185,7 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
             continue
         table, spec = tables[g]
         ok = int((table["status"] == "ok").sum())
-        parts += [f"## {g}", "", spec.description.strip(), "",
+        parts += [f"## {g}", "", f"({world_of(g)} world) " + spec.description.strip(), "",
                   f"{ok} of {len(table)} runs finished; seeds {spec.seeds}.", ""]
         for p in figures_for_grid(table, spec, fig_root / g):
             if p.suffix == ".png":  # the page shows PNGs; PDF and SVG stay in the grid's own figures/
@@ -151,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         for g in grids:
             t0 = time.perf_counter()
-            print(f"grid {g}: glscl ablate {args.ablations}/{g}.yaml --out {grid_root / g}", flush=True)
-            rc = subprocess.call([sys.executable, "-m", "glscl.cli", "ablate", f"{args.ablations}/{g}.yaml",
-                                  "--out", str(grid_root / g)])
+            base = ["--base", OBJECTS_BASE] if world_of(g) == "objects" else []
+            command = ["ablate", f"{args.ablations}/{grid_file(g)}.yaml", "--out", str(grid_root / g), *base]
+            print(f"grid {g}: glscl {' '.join(command)}", flush=True)
+            rc = subprocess.call([sys.executable, "-m", "glscl.cli", *command])
             timings[g] = timings.get(g, 0.0) + (time.perf_counter() - t0)  # resumed runs add up
             timing_file.write_text(json.dumps(timings, indent=2))
             status = status or rc

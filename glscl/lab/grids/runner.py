@@ -19,6 +19,7 @@ no Ray cluster (a SLURM array: one shard per array task); results.csv is rebuilt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -161,6 +162,8 @@ def _execute(spec: GridSpec, out: Path, todo: list, cpus: float, gpus: float, pr
 def main(args: argparse.Namespace) -> int:
     """``glscl ablate`` (arguments parsed by glscl.cli). Exit status 1 when a run failed or was lost."""
     spec = load_grid(args.grid)
+    if args.base:
+        spec = dataclasses.replace(spec, base=args.base)
     table = run_grid(spec, args.out, workers=args.workers, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                      address=args.address, shard_spec=parse_shard(args.shard), rerun_failed=args.rerun_failed,
                      overwrite=args.overwrite, dry_run=args.dry_run, quick=args.quick, notebook=args.notebook)
@@ -180,6 +183,8 @@ def main(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="grid file, e.g. ablations/default.yaml")
     p.add_argument("--out", help="grid folder (default runs/grids/<grid name>, with -quick for --quick)")
+    p.add_argument("--base", help="run the grid on another base preset or config, e.g. embedded-objects (the objects "
+                                  "world); give it its own --out")
     p.add_argument("--workers", type=int, help="runs at once per machine, sharing its CPUs and GPUs "
                                               "(default: the grid file's 'workers')")
     p.add_argument("--cpus-per-run", type=float, help="CPUs Ray gives each run (its kernel's threads; default: the "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,31 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message is one line naming the file."""
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (its name unique to this process), then
+    rename it over ``path``: a reader sees the old file or the new one, never a part. On any failure
+    (an error, a full disk, an interruption) the temporary file is removed and ``path`` is left as it
+    was; an OS error names ``path`` (``OSError.filename``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        if isinstance(e, SafetensorError):  # safetensors reports an OS error as text: "... Os { code: 28, ... }"
+            code = re.search(r"code: (\d+)", str(e))
+            if code:
+                raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON with ``atomic_write``."""
+    text = json.dumps(data, indent=2, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, vocab: tuple[int, ...] | None = None,
@@ -44,10 +66,10 @@ def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, voc
     """Write ``model``'s weights, ``cfg`` (and ``vocab``, ``train_state``) into ``folder``; each file atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic(folder / "model.safetensors", lambda p: save_model(model, str(p)))
-    _atomic(folder / "config.yaml", lambda p: save_config(cfg, p))
+    atomic_write(folder / "model.safetensors", lambda p: save_model(model, str(p)))
+    atomic_write(folder / "config.yaml", lambda p: save_config(cfg, p))
     if vocab is not None:
-        _atomic(folder / "vocab.json", lambda p: p.write_text(json.dumps(list(vocab))))
+        atomic_write(folder / "vocab.json", lambda p: p.write_text(json.dumps(list(vocab))))
     if train_state is not None:
         save_train_state(folder, train_state)
     return folder
@@ -55,7 +77,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, voc
 
 def save_train_state(folder: str | Path, train_state: dict[str, Any]) -> None:
     """Write ``folder/train_state.pt`` atomically (the weights beside it are left as they are)."""
-    _atomic(Path(folder) / "train_state.pt", lambda p: torch.save(train_state, p))
+    atomic_write(Path(folder) / "train_state.pt", lambda p: torch.save(train_state, p))
 
 
 def load_config_and_vocab(folder: str | Path) -> tuple[RunConfig, tuple[int, ...] | None]:

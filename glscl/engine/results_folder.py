@@ -197,10 +197,10 @@ class FolderInUseError(ConfigError):
     """Another process writes into the folder (the message names it and the holder)."""
 
 
-def lock_path(folder: str | Path) -> Path:
-    """The lock file of ``folder``: ``<folder>.lock`` beside it (so moving the folder aside keeps no lock)."""
+def lock_path(folder: str | Path, tag: str = "") -> Path:
+    """The lock file of ``folder``: ``<folder><tag>.lock`` beside it (so moving the folder aside keeps no lock)."""
     folder = Path(folder)
-    return folder.with_name(folder.name + LOCK_SUFFIX)
+    return folder.with_name(folder.name + tag + LOCK_SUFFIX)
 
 
 def _read_lock(path: Path) -> dict | None:
@@ -245,7 +245,9 @@ def _describe(holder: dict) -> str:
 class FolderLock:
     """One writer per folder: ``with FolderLock(folder, "glscl train"): ...``.
 
-    Taking the lock creates ``<folder>.lock`` in one step that fails if the file exists (a complete
+    ``tag`` names one of several locks on a folder (a grid's shards: ``.shard-1-of-4``).
+
+    Taking the lock creates ``<folder><tag>.lock`` in one step that fails if the file exists (a complete
     file written beside it, then ``os.link``ed to the lock's name) recording PID, host, start time and
     command. While held, a thread touches the file every HEARTBEAT_S seconds. A second process finds
     the file and stops with ``FolderInUseError`` naming the folder and the holder, unless the lock is
@@ -253,8 +255,8 @@ class FolderLock:
     error and on an interruption; a SIGKILL leaves it behind, stale.
     """
 
-    def __init__(self, folder: str | Path, command: str):
-        self.folder, self.path, self.command = Path(folder), lock_path(folder), command
+    def __init__(self, folder: str | Path, command: str, tag: str = ""):
+        self.folder, self.path, self.command = Path(folder), lock_path(folder, tag), command
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.record = {"pid": os.getpid(), "host": platform.node(),

@@ -115,19 +115,25 @@ def load_weights(folder: str | Path, model: nn.Module, ignore: tuple[str, ...] =
                               f"unexpected {unexpected[:3]})")
 
 
+def load_tensors(path: str | Path) -> Any:
+    """A torch file (tensors and plain data), loaded weights-only on the CPU; ``CheckpointError`` naming the
+    file when it cannot be read, and unread when it is a pickle that holds objects."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot be read (truncated or not a torch file: {_first_line(e)})") from None
+
+
 def load_train_state(folder: str | Path) -> dict[str, Any] | None:
     """``folder/train_state.pt`` (None when absent), loaded weights-only: a pickle with objects is refused."""
     path = Path(folder) / "train_state.pt"
     if not path.is_file():
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot be read (truncated or not a torch file: {_first_line(e)})") from None
+    state = load_tensors(path)
     if not isinstance(state, dict) or not {"optimizer", "scheduler", "step", "epoch"} <= set(state):
         raise CheckpointError(f"{path}: not a training state (expected optimizer, scheduler, step and epoch)")
     return state

@@ -17,6 +17,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,12 @@ def load_tensors(path: str | Path) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
             return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
+    except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # protocol 2 or later
+        if is_pickle or zipfile.is_zipfile(path):  # a (zipped) pickle that holds more than tensors and plain data
+            raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
+        raise CheckpointError(f"{path}: cannot be read (not a torch file: {_first_line(e)})") from None
     except (EOFError, RuntimeError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot be read (truncated or not a torch file: {_first_line(e)})") from None
 

@@ -128,6 +128,8 @@ def _dry_run(spec, out, shard_spec, rerun_failed, workers, invalid, typos, stamp
     """``--dry-run``: list the runs and what would run; reads only. Values of the wrong type are listed, then refused."""
     replace = folder.check_folder(out, stamp, fields, set(spec.vary), overwrite)
     runs, todo = plan(spec, out, shard_spec, rerun_failed)
+    for note in folder.torn_records(out, [r.run_id for r in runs]):
+        print(f"glscl ablate: {note}", file=sys.stderr)
     print(f"grid {spec.source}: {len(expand(spec))} runs; shard {shard_spec[0]}/{shard_spec[1]}: {len(runs)}; "
           f"to run now: {len(todo)} (workers={workers}) -> {out}")
     for r in runs:
@@ -192,8 +194,10 @@ def _execute(spec: GridSpec, out: Path, todo: list, cpus: float, gpus: float, pr
         folder.write_table(spec, out)
 
     stamps = {r.run_id: {"fields": fields[r.run_id], "fingerprint": folder.fingerprint(fields[r.run_id])} for r in todo}
-    cluster.run_all(todo, cpus, gpus, done, stamps, out=str(out), **task)
-    bar.close()
+    try:
+        cluster.run_all(todo, cpus, gpus, done, stamps, out=str(out), **task)
+    finally:
+        bar.close()  # also when interrupted, so that the bar ends before the command's last line
     return lost
 
 

@@ -397,13 +397,15 @@ def build_config(base: str | Path | RunConfig | None = None,
     try:
         return RunConfig.from_dict(data)
     except ConfigError as e:
-        # blame the override that set the field named first, else the config file it came from
+        if base is None or isinstance(base, RunConfig):
+            raise
+        # a config file and overrides: blame the override that set the field named first, else the file
         field = re.match(r"[\w.]+", str(e))
         texts = [t for t in overrides if isinstance(t, str)] if isinstance(overrides, list) else []
         set_by = [t for t, (key, _) in zip(texts, given) if field and key == field.group(0)]
         if set_by:
             raise type(e)(f"{set_by[-1]}: {e}") from None
-        if base is None or isinstance(base, RunConfig) or any(key == (field and field.group(0)) for key, _ in given):
+        if any(field and key == field.group(0) for key, _ in given):
             raise
         raise type(e)(f"{base}: {e}") from None
 

@@ -4,16 +4,21 @@ Configs: ``--config run.yaml`` and/or ``section.key=value`` overrides (values pa
 e.g. ``glscl train data.cache_dir=.cache model.num_queries=4 train.epochs=10``.
 
 Errors: bad input (a config value, a dataset file, a video, a checkpoint, a results folder that
-holds another config's run) ends with one line naming the setting or the file, exit status 2;
-``glscl --debug ...`` or ``GLSCL_DEBUG=1`` shows the traceback instead.
+holds another config's run or is in use by another process, a file that cannot be written) ends
+with one line naming the setting or the file, exit status 2; ``glscl --debug ...`` or
+``GLSCL_DEBUG=1`` shows the traceback instead. Ctrl-C (SIGINT) or SIGTERM ends with one line
+saying what a rerun does, exit status 130 or 143.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +46,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def cmd_world(args) -> None:
     import dataclasses
 
-    from glscl.data.world import WorldConfig, generate_world
+    from glscl.data.world import WorldConfig, generate_world, world_config
     fields = {f.name: f.type for f in dataclasses.fields(WorldConfig)}
     import yaml
 
@@ -56,9 +61,11 @@ def cmd_world(args) -> None:
         except yaml.YAMLError:
             raise ConfigError(f"{key} = {value!r} is not a number") from None
     try:
-        world = WorldConfig(**kw)
+        world = world_config(kw.pop("kind", "scenes"), **kw)  # the shipped world of that kind, settings on top
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    from glscl.engine.resources import check_world_size
+    check_world_size(args.root, world.n_train, world.n_val, world.n_test, world.frames, world.size)
     root = generate_world(args.root, world, progress=True)
     print(f"world written to {root}")
 
@@ -95,17 +102,25 @@ def cmd_eval(args) -> None:
     import numpy as np
     import torch
 
+    from glscl.config import ConfigError
     from glscl.data import load_split
-    from glscl.engine.checkpoint import load_config_and_vocab
+    from glscl.engine.checkpoint import CheckpointError, load_config_and_vocab, load_tensors
     from glscl.engine.evaluate import metric_rows
     from glscl.engine.loading import resolve_paths, started_from
     run_dir = Path(args.run)
     sim_file = run_dir / "test_similarity.pt"
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such results folder")
     if not sim_file.is_file():
-        raise SystemExit(f"glscl eval: {sim_file} not found (train the run first)")
+        raise ConfigError(f"{sim_file}: missing (the run has not finished: rerun its glscl train to finish it)")
     cfg, _ = load_config_and_vocab(run_dir / "checkpoints" / "best")
     split = load_split(resolve_paths(cfg, started_from(run_dir, cfg)).data, "test")
-    sim = torch.load(sim_file, weights_only=True)
+    sim = load_tensors(sim_file)
+    shape = (split.num_captions, split.num_videos)
+    if not isinstance(sim, torch.Tensor) or sim.dim() != 2 or tuple(sim.shape) != shape or not sim.is_floating_point():
+        got = f"shape {tuple(sim.shape)}" if isinstance(sim, torch.Tensor) else type(sim).__name__
+        raise CheckpointError(f"{sim_file}: not this run's test similarity (expected a float matrix of shape {shape}: "
+                              f"captions x videos of the test split; got {got})")
     banks = _qb_norm_banks(run_dir) if args.qb_norm else {}
     rows = metric_rows(sim, np.asarray(split.caption_video), dsl=args.dsl, **banks, qb_beta=args.qb_beta,
                        v2t_protocol=args.v2t_protocol)
@@ -116,13 +131,15 @@ def cmd_eval(args) -> None:
 def _qb_norm_banks(run_dir: Path) -> dict:
     """QB-Norm's query banks from the feature cache: the training captions scored against the test
     videos (t2v) and the training videos scored against the test captions (v2t)."""
+    from glscl.config import ConfigError
     from glscl.data import load_split
     from glscl.engine.evaluate import cached_texts, cached_videos, encode_texts, similarity_matrix
     from glscl.engine.loading import load_run
     from glscl.engine.run import build_caches
     loaded = load_run(run_dir)
     if not loaded.cached:
-        raise SystemExit("glscl eval --qb-norm: needs a run trained from the feature cache (data.cache_dir)")
+        raise ConfigError(f"--qb-norm: {run_dir} was trained end to end; QB-Norm needs a run trained from the feature "
+                          "cache (data.cache_dir)")
     cfg, head = loaded.config, loaded.head
     caches = build_caches(cfg, loaded.backbone, {s: load_split(cfg.data, s) for s in ("train", "test")}, progress=False)
     bank_t2v = similarity_matrix(head, encode_texts(head, cached_texts(caches["train"])), cached_videos(caches["test"]))
@@ -150,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate the procedural world (mp4 files in MSR-VTT's layout).",
                        epilog="settings: n_train, n_val, n_test, frames, size, max_objects, distractors (integers), e.g. n_train=300")
     p.add_argument("--root", default="data/world", help="output folder")
-    p.add_argument("settings", nargs="*", metavar="key=value", help="WorldConfig settings")
+    p.add_argument("settings", nargs="*", metavar="key=value",
+                   help="WorldConfig settings on top of the shipped world of kind=scenes (default) or kind=objects")
     p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("pretrain", help="pre-train a tiny CLIP on the world's frames", formatter_class=raw,
@@ -218,8 +236,30 @@ def _expected(e: BaseException) -> bool:
     return isinstance(e, (ConfigError, DatasetError, VideoError, CheckpointError, NonFiniteLossError, OSError))
 
 
+_OS_HINTS = {errno.ENOSPC: "no space left on the device: free some, or write elsewhere",
+             errno.EROFS: "read-only file system: write elsewhere", errno.EACCES: "permission denied",
+             errno.EPERM: "operation not permitted", errno.EDQUOT: "disk quota exceeded: free some, or write elsewhere"}
+
+# what an interrupted command leaves, for its one line
+_RESUME = {"eval": "interrupted (eval writes nothing)", "bench": "interrupted",
+           "pretrain": "interrupted; rerun the same command to pre-train again (no checkpoint was written)"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, like Ctrl-C's KeyboardInterrupt (so cleanup runs)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def _one_line(e: BaseException) -> str:
-    """The message of ``e`` on one line; an error re-raised from a DataLoader worker keeps its last line."""
+    """The message of ``e`` on one line; an error re-raised from a DataLoader worker keeps its last line;
+    an OS error names its file."""
+    if isinstance(e, OSError) and e.filename and e.errno in _OS_HINTS:
+        return f"{e.filename}: {_OS_HINTS[e.errno]}"
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror}"
     lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else type(e).__name__
     return re.sub(r"^[\w.]+(Error|Exception): ", "", text)
@@ -237,13 +277,23 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         debug = debug or args.debug
         command, call = args.command, lambda: args.func(args)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         status = call()
+    except KeyboardInterrupt as e:  # Ctrl-C (SIGINT) or SIGTERM: the files in progress were removed on the way out
+        if debug:
+            raise
+        print(f"\nglscl {command}: {_RESUME.get(command, 'interrupted; rerun the same command to resume')}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:
         if debug or not _expected(e):
             raise
         print(f"glscl {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return status if isinstance(status, int) else 0
 
 

@@ -27,6 +27,10 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the field."""
 
 
+class ConfigTypeError(ConfigError):
+    """A value of the wrong type, or not one of the field's choices (a typo, as opposed to a value out of range)."""
+
+
 def _field(default: Any, help: str, *, choices: tuple | None = None,
            min: float | None = None, max: float | None = None) -> Any:
     meta = {"help": help, "choices": choices, "min": min, "max": max}
@@ -87,12 +91,12 @@ class _Section:
                 value = float(value)
                 object.__setattr__(self, f.name, value)
             if not _type_ok(value, tp):
-                raise ConfigError(f"{name} = {value!r} has type {type(value).__name__}; expected {_type_name(tp)}")
+                raise ConfigTypeError(f"{name} = {value!r} has type {type(value).__name__}; expected {_type_name(tp)}")
             if not _finite(value):
                 raise ConfigError(f"{name} = {value!r} is not a finite number")
             meta = f.metadata
             if meta.get("choices") is not None and value not in meta["choices"]:
-                raise ConfigError(f"{name} = {value!r} is not one of {list(meta['choices'])}")
+                raise ConfigTypeError(f"{name} = {value!r} is not one of {list(meta['choices'])}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 if meta.get("min") is not None and value < meta["min"]:
                     raise ConfigError(f"{name} = {value!r} is out of range: must be >= {meta['min']}")
@@ -378,7 +382,8 @@ def build_config(base: str | Path | RunConfig | None = None,
     else:
         path = _resolve(base)
         data = _read_yaml(path)
-    for key, value in _parse_overrides(overrides):
+    given = _parse_overrides(overrides)
+    for key, value in given:
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
@@ -395,7 +400,15 @@ def build_config(base: str | Path | RunConfig | None = None,
     except ConfigError as e:
         if base is None or isinstance(base, RunConfig):
             raise
-        raise ConfigError(f"{base}: {e}") from None
+        # a config file and overrides: blame the override that set the field named first, else the file
+        field = re.match(r"[\w.]+", str(e))
+        texts = [t for t in overrides if isinstance(t, str)] if isinstance(overrides, list) else []
+        set_by = [t for t, (key, _) in zip(texts, given) if field and key == field.group(0)]
+        if set_by:
+            raise type(e)(f"{set_by[-1]}: {e}") from None
+        if any(field and key == field.group(0) for key, _ in given):
+            raise
+        raise type(e)(f"{base}: {e}") from None
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

@@ -338,7 +338,7 @@ def test_missing_annotation_file_always_raises(tmp_path: Path, dataset: str, spl
     kwargs = {"val_size": 0} if dataset == "msrvtt" else {}
     with pytest.raises(DatasetError) as err:
         load_dataset(dataset, root, split, skip_bad=True, **kwargs)
-    assert str(err.value) == f"{root / missing}: file: path: missing annotation file"
+    assert str(err.value) == f"{root / missing}: missing annotation file"
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,16 @@ holds no results. Almost every case fails before training starts, so the file ru
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import logging
+import os
+import platform
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -206,7 +214,7 @@ DATASET_FILES = [
     ("json-syntax", "msrvtt", _replace("MSRVTT_data.json", b'"info"', b"info"), ["MSRVTT_data.json", "line 1, column 2", "json"]),
     ("json-zero-bytes", "msrvtt", _write("MSRVTT_data.json", b""), ["MSRVTT_data.json", "line 1, column 1", "json"]),
     ("missing-annotation-file", "msrvtt", lambda root: (root / "MSRVTT_data.json").unlink(),
-     ["MSRVTT_data.json", "missing annotation file"]),
+     ["MSRVTT_data.json: missing annotation file"]),
     ("empty-caption", "msrvtt", _replace("MSRVTT_data.json", b'"a dog runs in a park"', b'"  "'),
      ["MSRVTT_data.json", "sentences[1]", "empty caption"]),
     ("non-utf8-caption", "msrvtt", _replace("MSRVTT_data.json", b"two kids", b"two \xff\xfekids"),
@@ -390,3 +398,370 @@ def test_debug_flag_and_variable_show_the_traceback(lab, monkeypatch):
     monkeypatch.setenv("GLSCL_DEBUG", "1")
     with pytest.raises(ConfigError, match="train.lr = nan"):
         main(_train(lab, "train.lr=.nan"))
+
+
+# ----------------------------------------------------------------------------- one writer per folder (real processes)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*argv: str, **kw) -> subprocess.Popen:
+    """``glscl`` in a process of its own (this checkout first on the path)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "glscl.cli", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Temporary or lock files left in (or beside) ``folder``."""
+    return [p.name for p in folder.parent.rglob("*") if p.name.endswith((".tmp", ".lock")) or ".partial" in p.name]
+
+
+def _last_line(err: str) -> str:
+    return [line for line in err.splitlines() if line.strip()][-1]
+
+
+def test_two_trainings_on_one_folder_the_second_stops_then_ctrl_c_ends_in_one_line(lab, tmp_path):
+    """Two ``glscl train`` processes on one results folder: the second stops at once, naming the
+    holder; Ctrl-C of the first ends in one line (130), leaving no temporary file and no lock."""
+    out = tmp_path / "runs"
+    argv = ["train", "--config", str(lab.config), "name=busy", f"out_dir={out}", "train.epochs=500"]
+    first = _cli(*argv)
+    try:
+        _wait_for(out / "busy" / "checkpoints" / "last" / "train_state.pt", first)
+        second = _cli(*argv)
+        _, err = second.communicate(timeout=120)
+        line = _last_line(err)
+        assert second.returncode == 2 and "Traceback" not in err, err[-2000:]
+        assert line.startswith("glscl train: error: ") and f"{out / 'busy'} is in use by PID {first.pid} on " in line
+        assert "started " in line and str(out / "busy.lock") in line
+        assert first.poll() is None  # the holder goes on
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and _last_line(err) == "glscl train: interrupted; rerun the same command to resume"
+    assert _leftovers(out / "busy") == []
+    from glscl.engine.checkpoint import load_train_state
+    assert load_train_state(out / "busy" / "checkpoints" / "last")["epoch"] >= 1  # what was finished is kept, readable
+
+
+def test_second_ablate_on_a_grid_folder_in_use_stops_before_ray(lab, capsys, tmp_path, monkeypatch):
+    """A grid folder locked by another process (a real one, holding the lock ablate takes): ablate stops at once."""
+    from glscl.lab.grids import cluster
+    grid = _grid(lab, tmp_path)
+    out = tmp_path / "grid"
+    code = ("import sys, time; from glscl.engine.results_folder import FolderLock\n"
+            f"with FolderLock({str(out)!r}, 'glscl ablate'):\n    print('held', flush=True); time.sleep(60)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(cluster, "connect", lambda *a, **k: pytest.fail("Ray started"))
+        line = _fails(capsys, lab, ["ablate", str(grid), "--out", str(out)], [f"{out} is in use by PID {holder.pid} on "])
+        assert "glscl ablate" in line and not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_stale_lock_of_a_killed_process_is_taken_over_with_a_note(lab, capsys, tmp_path):
+    folder, aim = _copy_of_done(lab, tmp_path)
+    lock = folder.with_name("done.lock")
+    lock.write_text(json.dumps({"pid": _dead_pid(), "host": platform.node(), "started": "earlier", "command": "glscl train"}))
+    assert main(_train(lab, *aim)) == 0
+    err = capsys.readouterr().err
+    assert f"note: {folder}: took over the lock left by PID" in err and "that process no longer runs" in err
+    assert not lock.exists()
+
+
+def test_a_lock_of_another_host_is_stale_only_when_not_renewed(tmp_path, capsys):
+    from glscl.engine import results_folder as rf
+    folder = tmp_path / "shared"
+    lock = rf.lock_path(folder)
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "now", "command": "glscl ablate"}))
+    with pytest.raises(rf.FolderInUseError, match=f"{folder} is in use by PID 1 on elsewhere"):
+        rf.FolderLock(folder, "test").acquire()
+    old = time.time() - rf.STALE_AFTER_S - 5
+    os.utime(lock, (old, old))
+    with rf.FolderLock(folder, "test"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert "not renewed for" in capsys.readouterr().err and not lock.exists()
+
+
+# ----------------------------------------------------------------------------- records are read, not just found
+
+
+def _grid(lab, tmp_path: Path, values="[2, 4]") -> Path:
+    path = tmp_path / "g.yaml"
+    path.write_text(f"description: test\nbase: {lab.config}\nprepare_world: false\nvary:\n  model.num_queries: {values}\n"
+                    "seeds: [0]\nworkers: 1\n")
+    return path
+
+
+@pytest.mark.parametrize("text", ['{"t2v_R@1": ', "", '{"name": "x"}', "[1, 2]"], ids=["torn", "empty", "no-metrics", "not-an-object"])
+def test_a_torn_record_makes_the_run_pending_with_a_note(lab, capsys, tmp_path, text):
+    from glscl.lab.grids import folder, runner
+    grid = _grid(lab, tmp_path)
+    out = tmp_path / "grid"
+    spec = runner.load_grid(grid)
+    for r in runner.expand(spec):  # both runs finished, by ablate.json; one record is then broken
+        d = folder.run_paths(out, r.run_id)[0]
+        d.mkdir(parents=True)
+        fields = folder.config_fields(runner.run_config(spec.resolved_base(), r.overrides, name=r.run_id, out_dir=str(out / "runs")))
+        folder.write_json(d / folder.RUN_FILE, {"status": "ok", "wall_s": 2.0, "fields": fields,
+                                                "fingerprint": folder.fingerprint(fields)})
+        folder.write_json(d / "record.json", {"t2v_R@1": 10.0, "run_s": 1.0})
+    broken = folder.run_paths(out, "num_queries=2,seed=0")[0] / "record.json"
+    broken.write_text(text)
+    table = runner.collect(spec, out)
+    assert table.set_index("run_id")["status"].to_dict() == {"num_queries=2,seed=0": "pending", "num_queries=4,seed=0": "ok"}
+    assert [r.run_id for r in runner.plan(spec, out)[1]] == ["num_queries=2,seed=0"]
+    assert main(["ablate", str(grid), "--out", str(out), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    notes = [x for x in captured.err.splitlines() if "note:" in x]
+    assert len(notes) == 1 and str(broken) in notes[0] and "pending" in notes[0]
+    assert "run  [pending] num_queries=2,seed=0" in captured.out
+
+
+def test_a_torn_results_table_is_named(lab, tmp_path):
+    from glscl.config import ConfigError
+    from glscl.lab.grids import folder
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    shutil.copy(_grid(lab, tmp_path), grid / folder.GRID_FILE)
+    (grid / "results.csv").write_text("")
+    with pytest.raises(ConfigError, match=f"{grid / 'results.csv'}: not a readable table"):
+        folder.read_table(grid)
+    (grid / "results.csv").write_text("run_id,sta")
+    with pytest.raises(ConfigError, match="incomplete"):
+        folder.read_table(grid)
+
+
+def test_a_torn_fingerprint_is_noted_and_the_saved_config_compared(lab, capsys, tmp_path):
+    folder, aim = _copy_of_done(lab, tmp_path)
+    (folder / "fingerprint.json").write_text('{"fields": {"model.num')
+    line = _fails(capsys, lab, _train(lab, *aim, "model.num_queries=2"), ["model.num_queries: 4 -> 2"])
+    assert "fingerprint.json" not in line
+    main(_train(lab, *aim, "model.num_queries=2"))
+    assert f"note: {folder / 'fingerprint.json'}: unreadable or incomplete" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- interruptions (the signal sent to this process)
+
+
+def _interrupt(sig):
+    def handler(*args, **kwargs):
+        signal.raise_signal(sig)
+    return handler
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("command", ["train", "cache", "eval", "world", "pretrain", "demo", "ablate"])
+def test_every_interruption_ends_in_one_line(lab, capsys, tmp_path, monkeypatch, command, sig, status):
+    from glscl.engine import demo, evaluate, pretrain, run, train
+    from glscl.lab.grids import cluster
+    stop = _interrupt(sig)
+    out = tmp_path / "runs"
+    argv = {"train": _train(lab, f"out_dir={out}", name="stopped"), "cache": ["cache", "--config", str(lab.config)],
+            "eval": ["eval", str(lab.done)], "world": ["world", "--root", str(tmp_path / "w")],
+            "pretrain": ["pretrain", "--root", str(lab.world)], "demo": ["demo", "--out", str(out), "--no-progress"],
+            "ablate": ["ablate", str(_grid(lab, tmp_path)), "--out", str(out)]}[command]
+    disconnected = []
+    if command == "train":
+        monkeypatch.setattr(train.Trainer, "fit", stop)
+    elif command == "cache":
+        monkeypatch.setattr(run, "build_caches", stop)
+    elif command == "eval":
+        monkeypatch.setattr(evaluate, "metric_rows", stop)
+    elif command == "world":
+        import glscl.data.world as world
+        monkeypatch.setattr(world, "generate_world", stop)
+    elif command == "pretrain":
+        monkeypatch.setattr(pretrain, "pretrain_clip", stop)
+    elif command == "demo":
+        monkeypatch.setattr(demo, "prepare_embedded", stop)
+    else:  # the grid's Ray instance is replaced by a stand-in that records its shutdown
+        monkeypatch.setattr(cluster, "connect", lambda *a, **k: True)
+        monkeypatch.setattr(cluster, "disconnect", lambda: disconnected.append(True))
+        monkeypatch.setattr(cluster, "resources_per_run", lambda *a: (1.0, 0.0))
+        monkeypatch.setattr(cluster, "run_all", stop)
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and _last_line(err).startswith(f"glscl {command}: interrupted")
+    if command not in ("eval", "pretrain"):
+        assert _last_line(err) == f"glscl {command}: interrupted; rerun the same command to resume"
+    assert _leftovers(out / "x") == [] if out.exists() else True
+    assert disconnected == ([True] if command == "ablate" else [])
+    assert _snapshot(lab.done) == lab.snapshot
+
+
+# ----------------------------------------------------------------------------- OS errors name the file
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "read-only file system"),
+                                         (errno.EACCES, "permission denied")], ids=["full-disk", "read-only", "permission"])
+def test_a_failed_write_names_the_file(lab, capsys, tmp_path, monkeypatch, code, words):
+    from glscl.engine import results_folder
+
+    def refuse(cfg, path):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(results_folder, "save_config", refuse)
+    out = tmp_path / "runs"
+    _fails(capsys, lab, _train(lab, f"out_dir={out}", name="nowhere"), [f"{out / 'nowhere' / 'config.yaml'}: {words}"])
+    assert _leftovers(out / "nowhere") == []
+
+
+def test_a_full_disk_during_a_checkpoint_save_names_the_file(lab, capsys, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from glscl.engine import checkpoint
+
+    def full(model, path):
+        Path(path).write_bytes(b"\0" * 10)  # a part was written
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+    monkeypatch.setattr(checkpoint, "save_model", full)
+    out = tmp_path / "runs"
+    _fails(capsys, lab, _train(lab, f"out_dir={out}", name="full"),
+           [f"{out / 'full' / 'checkpoints' / 'last' / 'model.safetensors'}: no space left on the device"])
+    assert _leftovers(out / "full") == [] and not (out / "full" / "checkpoints" / "last" / "model.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- resource guards
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.num_queries=100000", ["model.num_queries=100000", "of memory", "lower model.num_queries"]),
+    ("model.num_frames=100000", ["model.num_frames=100000", "of memory", "lower model.num_frames"]),
+], ids=["queries", "frames"])
+def test_a_config_too_big_for_this_machine_is_refused_before_allocating(lab, capsys, override, words):
+    _fails(capsys, lab, _train(lab, override, name="huge"), words, fresh="huge")
+
+
+def test_an_absurd_world_is_refused_before_anything_is_written(lab, capsys, tmp_path):
+    t0 = time.time()
+    _fails(capsys, lab, ["world", "--root", str(tmp_path / "w"), f"n_train={10 ** 12}"], ["n_train=1000000000000", "on disk"])
+    assert time.time() - t0 < 10 and not (tmp_path / "w").exists()
+
+
+# ----------------------------------------------------------------------------- smaller faults
+
+
+def test_a_grid_value_of_the_wrong_type_stops_the_grid_before_ray(lab, capsys, tmp_path, monkeypatch):
+    from glscl.lab.grids import cluster
+    monkeypatch.setattr(cluster, "connect", lambda *a, **k: pytest.fail("Ray started"))
+    grid = _grid(lab, tmp_path, values="[1, two]")
+    for extra in (["--dry-run"], []):
+        _fails(capsys, lab, ["ablate", str(grid), "--out", str(tmp_path / "grid"), *extra],
+               [str(grid), "num_queries=two,seed=0", "model.num_queries = 'two'", "expected int"])
+    assert not (tmp_path / "grid").exists()
+
+
+def test_an_override_is_blamed_on_key_value_not_on_the_config_file(lab, capsys):
+    line = _fails(capsys, lab, _train(lab, "train.epochs=0"), ["train.epochs=0: train.epochs = 0 is out of range"])
+    assert str(lab.config) not in line
+
+
+def _similarity(kind: str, path: Path, marker: Path) -> None:
+    good = torch.load(path, weights_only=True)
+    if kind == "corrupt":
+        path.write_bytes(b"\x00garbage" * 20)
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "wrong-shape":
+        torch.save(good[:, :3].clone(), path)
+    else:
+        torch.save({"sim": fx.Hostile(marker)}, path)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("corrupt", ["test_similarity.pt: cannot be read"]), ("truncated", ["test_similarity.pt: cannot be read"]),
+    ("wrong-shape", ["test_similarity.pt: not this run's test similarity", "got shape"]),
+    ("pickled", ["test_similarity.pt is a pickle", "refused unread"]),
+])
+def test_eval_of_a_broken_similarity_file_is_one_line(lab, capsys, tmp_path, kind, words):
+    folder, _ = _copy_of_done(lab, tmp_path)
+    marker = tmp_path / "pwned"
+    _similarity(kind, folder / "test_similarity.pt", marker)
+    _fails(capsys, lab, ["eval", str(folder)], words)
+    assert not marker.exists()
+
+
+def test_eval_errors_name_the_missing_folder_or_file(lab, capsys, tmp_path):
+    _fails(capsys, lab, ["eval", str(tmp_path / "nowhere")], [f"{tmp_path / 'nowhere'}: no such results folder"])
+    folder, _ = _copy_of_done(lab, tmp_path)
+    (folder / "test_similarity.pt").unlink()
+    _fails(capsys, lab, ["eval", str(folder)], [f"{folder / 'test_similarity.pt'}: missing", "not finished"])
+
+
+def test_the_grid_driver_builds_no_cache_with_a_random_backbone(lab, monkeypatch):
+    from glscl.engine import run as run_module
+    from glscl.lab.grids import runner
+    built = []
+    monkeypatch.setattr(run_module, "build_caches", lambda cfg, *a, **k: built.append(cfg.model.pretrained))
+    random_cfg = build_config(lab.cfg, {"model.pretrained": None})
+    runner.prepare_inputs([random_cfg], prepare_world=False, quick=False, progress=False)
+    assert built == []
+    runner.prepare_inputs([lab.cfg], prepare_world=False, quick=False, progress=False)
+    assert built == [lab.cfg.model.pretrained]
+
+
+def test_ray_token_warning_is_hidden_for_a_local_instance(monkeypatch, capsys):
+    pytest.importorskip("ray")
+    import ray
+    from ray._private.authentication import authentication_token_setup as auth
+
+    from glscl.lab.grids import cluster
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **k: auth._warn_token_auth_enabled())
+    logger = logging.getLogger(auth.__name__)
+    monkeypatch.setattr(logger, "level", logger.level)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        cluster.connect(None, num_cpus=1)
+    finally:
+        logger.removeHandler(handler)
+    assert records == []
+
+
+@pytest.mark.parametrize("deaths, status", [(1, "ok"), (2, "failed")], ids=["retried", "dead-twice"])
+def test_a_dead_kernel_is_retried_once_then_recorded_as_failed(tmp_path, monkeypatch, deaths, status):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    from glscl.lab.grids import cluster, folder
+    from glscl.lab.grids.spec import RunSpec
+    calls = []
+
+    def execute(notebook, out_nb, parameters, **kw):
+        calls.append(out_nb)
+        if len(calls) <= deaths:
+            raise DeadKernelError("Kernel died")
+        folder.write_json(Path(parameters["out_dir"]) / parameters["name"] / "record.json", {"t2v_R@1": 1.0, "run_s": 0.1})
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(cluster, "_take_resources", lambda: (1.0, 1, ""))
+    run = RunSpec(run_id="r", values={}, overrides={}, seed=0)
+    assert cluster.execute_run(run, str(tmp_path), "nb.ipynb", "embedded", False, str(tmp_path), {}, "f")[1] == status
+    info = folder.read_json(tmp_path / "runs" / "r" / folder.RUN_FILE)
+    assert len(calls) == 2 and info["status"] == status
+    if status == "failed":
+        assert "the kernel died 2 times" in info["error"]
+    assert "the kernel died" in (tmp_path / "logs" / "r.log").read_text()

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from glscl.data.splits import RetrievalSplit
+from glscl.engine.checkpoint import write_json
 from glscl.engine.evaluate import backbone_texts, backbone_videos
 
 INDEX = "sources"
@@ -71,9 +72,7 @@ def cache_key(backbone, split: RetrievalSplit, num_frames: int, sample_fps: floa
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def file_digest(path: str | Path, cache_root: str | Path) -> str:
@@ -183,9 +182,22 @@ def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_
         if source:
             _write_json(Path(cache_root) / INDEX / f"{source}.json", {"folder": folder.name})
         return cache
-    tmp = folder.with_name(folder.name + ".partial")
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # this process's own; removed on any failure
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        _encode_split(backbone, split, tmp, folder, num_frames, sample_fps, device, batch_size, num_workers, progress, head_meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if source:
+        _write_json(Path(cache_root) / INDEX / f"{source}.json", {"folder": folder.name})
+    return FeatureCache.open(folder)
+
+
+def _encode_split(backbone, split, tmp: Path, folder: Path, num_frames, sample_fps, device, batch_size, num_workers,
+                  progress, head_meta) -> None:
+    """Encode ``split`` into ``tmp``, then rename it to ``folder`` (another process's finished copy is kept)."""
     was_training = backbone.training
     backbone.eval()
     m, d = split.num_videos, backbone.width
@@ -212,9 +224,9 @@ def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_
     meta = {"dataset": split.dataset, "split": split.name, "num_frames": num_frames, "sample_fps": sample_fps,
             "backbone": backbone.name, **head_meta, "video_ids": list(split.video_ids), "captions": list(split.captions)}
     (tmp / "meta.json").write_text(json.dumps(meta))
+    backbone.train(was_training)
+    if (folder / "meta.json").is_file():  # another process finished the same cache meanwhile
+        shutil.rmtree(tmp)
+        return
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    backbone.train(was_training)
-    if source:
-        _write_json(Path(cache_root) / INDEX / f"{source}.json", {"folder": folder.name})
-    return FeatureCache.open(folder)

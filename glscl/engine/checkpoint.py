@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +35,31 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message is one line naming the file."""
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` (its name unique to this process), then
+    rename it over ``path``: a reader sees the old file or the new one, never a part. On any failure
+    (an error, a full disk, an interruption) the temporary file is removed and ``path`` is left as it
+    was; an OS error names ``path`` (``OSError.filename``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        if isinstance(e, SafetensorError):  # safetensors reports an OS error as text: "... Os { code: 28, ... }"
+            code = re.search(r"code: (\d+)", str(e))
+            if code:
+                raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON with ``atomic_write``."""
+    text = json.dumps(data, indent=2, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, vocab: tuple[int, ...] | None = None,
@@ -44,10 +67,10 @@ def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, voc
     """Write ``model``'s weights, ``cfg`` (and ``vocab``, ``train_state``) into ``folder``; each file atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic(folder / "model.safetensors", lambda p: save_model(model, str(p)))
-    _atomic(folder / "config.yaml", lambda p: save_config(cfg, p))
+    atomic_write(folder / "model.safetensors", lambda p: save_model(model, str(p)))
+    atomic_write(folder / "config.yaml", lambda p: save_config(cfg, p))
     if vocab is not None:
-        _atomic(folder / "vocab.json", lambda p: p.write_text(json.dumps(list(vocab))))
+        atomic_write(folder / "vocab.json", lambda p: p.write_text(json.dumps(list(vocab))))
     if train_state is not None:
         save_train_state(folder, train_state)
     return folder
@@ -55,7 +78,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, voc
 
 def save_train_state(folder: str | Path, train_state: dict[str, Any]) -> None:
     """Write ``folder/train_state.pt`` atomically (the weights beside it are left as they are)."""
-    _atomic(Path(folder) / "train_state.pt", lambda p: torch.save(train_state, p))
+    atomic_write(Path(folder) / "train_state.pt", lambda p: torch.save(train_state, p))
 
 
 def load_config_and_vocab(folder: str | Path) -> tuple[RunConfig, tuple[int, ...] | None]:
@@ -93,19 +116,29 @@ def load_weights(folder: str | Path, model: nn.Module, ignore: tuple[str, ...] =
                               f"unexpected {unexpected[:3]})")
 
 
+def load_tensors(path: str | Path) -> Any:
+    """A torch file (tensors and plain data), loaded weights-only on the CPU; ``CheckpointError`` naming the
+    file when it cannot be read, and unread when it is a pickle that holds objects."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
+            return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # protocol 2 or later
+        if is_pickle or zipfile.is_zipfile(path):  # a (zipped) pickle that holds more than tensors and plain data
+            raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
+        raise CheckpointError(f"{path}: cannot be read (not a torch file: {_first_line(e)})") from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot be read (truncated or not a torch file: {_first_line(e)})") from None
+
+
 def load_train_state(folder: str | Path) -> dict[str, Any] | None:
     """``folder/train_state.pt`` (None when absent), loaded weights-only: a pickle with objects is refused."""
     path = Path(folder) / "train_state.pt"
     if not path.is_file():
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing
-            state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} {PICKLE_REFUSED}") from None
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot be read (truncated or not a torch file: {_first_line(e)})") from None
+    state = load_tensors(path)
     if not isinstance(state, dict) or not {"optimizer", "scheduler", "step", "epoch"} <= set(state):
         raise CheckpointError(f"{path}: not a training state (expected optimizer, scheduler, step and epoch)")
     return state

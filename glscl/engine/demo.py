@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from glscl.config import ConfigError, RunConfig, build_config
 from glscl.data.world import generate_world, world_config
+from glscl.engine.checkpoint import atomic_write, write_json
 from glscl.engine.pretrain import PretrainConfig, pretrain_clip
-from glscl.engine.results_folder import check_run_folder
+from glscl.engine.results_folder import FolderLock, check_run_folder
 from glscl.engine.run import run
 
 HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}),
@@ -72,10 +72,16 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--quick", action="store_true", help="a tiny world and a few steps (seconds; for tests)")
     ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = ap.parse_args(argv)
+    suffix = "" if args.world == "scenes" else f"-{args.world}"
+    args.root, args.out = args.root or f"data/world{suffix}", args.out or f"runs/demo{suffix}"
+    with FolderLock(args.out, "glscl demo"):  # one demo per results folder
+        return _demo(args)
+
+
+def _demo(args) -> list[dict]:
     progress = not args.no_progress
     t0 = time.perf_counter()
-    suffix = "" if args.world == "scenes" else f"-{args.world}"
-    root, args.out = Path(args.root or f"data/world{suffix}"), args.out or f"runs/demo{suffix}"
+    root = Path(args.root)
     print(f"[1-2/4] {args.world} world -> {root}, then pre-training a tiny CLIP on single frames (both reused if present)")
     clip = prepare_embedded(root, args.quick, progress, world=args.world)
     base = demo_config(str(root), str(clip), args.out, str(root / "cache"), args.quick, args.world)
@@ -88,8 +94,8 @@ def main(argv=None) -> list[dict]:
     table = format_table(records)
     print(table)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "table.md").write_text(table + "\n")
-    (Path(args.out) / "results.json").write_text(json.dumps(records, indent=2))
+    atomic_write(Path(args.out) / "table.md", lambda tmp: tmp.write_text(table + "\n"))
+    write_json(Path(args.out) / "results.json", records)
     return records
 
 

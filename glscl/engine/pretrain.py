@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from glscl.data.dataset import caption_ids
 from glscl.data.video import ClipTransform, load_clip
 from glscl.data.world import frame_caption_samples, load_world
+from glscl.engine.checkpoint import atomic_write, write_json
 from glscl.engine.train import warmup_cosine
 from glscl.losses import info_nce
 from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
@@ -113,8 +114,8 @@ def pretrain_clip(world_root: str | Path, out_file: str | Path, cfg: PretrainCon
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    save_backbone(backbone, out_file)
-    sidecar.write_text(json.dumps({"stamp": stamp, "seconds": time.perf_counter() - t0,
-                                   "first_loss": losses[0], "last_loss": float(np.mean(losses[-20:])),
-                                   "frames": len(captions)}, indent=2))
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_file, lambda tmp: save_backbone(backbone, tmp))
+    write_json(sidecar, {"stamp": stamp, "seconds": time.perf_counter() - t0, "first_loss": losses[0],
+                         "last_loss": float(np.mean(losses[-20:])), "frames": len(captions)})
     return out_file

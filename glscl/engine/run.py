@@ -22,6 +22,7 @@ end; the feature cache decodes every split before training anyway) and the backb
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -34,9 +35,10 @@ from glscl.data.cache import build_cache, lookup_cache, source_key, weights_dige
 from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import load_weights
+from glscl.engine.checkpoint import atomic_write, load_weights, write_json
 from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
-from glscl.engine.results_folder import check_run_folder, run_folder, start_fresh, write_run_files
+from glscl.engine.resources import check_memory
+from glscl.engine.results_folder import FolderLock, check_run_folder, run_folder, start_fresh, write_run_files
 from glscl.engine.train import Trainer, decoded_batches, resolve_device, seed_everything, train_from_cache
 from glscl.model.backbone import Tokenizer, create_backbone
 from glscl.model.factory import Retriever, create_head, end_to_end_encoder
@@ -140,11 +142,19 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
     dist.init()
     if cfg.data.cache_dir and not cfg.model.freeze_backbone:
         raise ConfigError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
+    # one writer per results folder (rank 0 holds the lock for every process of a torchrun job)
+    with FolderLock(run_folder(cfg), "glscl train") if dist.is_main() else contextlib.nullcontext():
+        return _run(cfg, progress=progress, resume=resume, overwrite=overwrite, stop_after_epoch=stop_after_epoch)
+
+
+def _run(cfg: RunConfig, *, progress: bool, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict:
+    """``run`` with the results folder locked."""
     device = resolve_device(cfg.device)
     check_run_folder(cfg, overwrite=overwrite)
     seed_everything(cfg.train.seed)
     splits = load_splits(cfg.data)
     check_batch_size(cfg, splits["train"])
+    check_memory(cfg, splits, device)
     if not cfg.data.cache_dir and not cfg.data.skip_bad:
         for name in ("val", "test"):
             require_readable_videos(splits[name])
@@ -210,8 +220,8 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
     if dist.is_main():
         skipped = [{"split": name, "file": f, "row": row, "reason": why} for name, s in splits.items() for f, row, why in s.skipped]
         if skipped:
-            (Path(run_dir) / "skipped.json").write_text(json.dumps(skipped, indent=2))
+            write_json(Path(run_dir) / "skipped.json", skipped)
             print(f"skipped {len(skipped)} bad items (data.skip_bad=true); listed in {Path(run_dir) / 'skipped.json'}")
-        (Path(run_dir) / "metrics.json").write_text(json.dumps(record, indent=2))
-        torch.save(sim, Path(run_dir) / "test_similarity.pt")
+        write_json(Path(run_dir) / "metrics.json", record)
+        atomic_write(Path(run_dir) / "test_similarity.pt", lambda tmp: torch.save(sim, tmp))
     return record

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from glscl.config import ConfigError, RunConfig
 from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint, save_train_state
+from glscl.engine.checkpoint import atomic_write, load_train_state, load_weights, save_checkpoint, save_train_state
 from glscl.engine.evaluate import evaluate_cached
 from glscl.engine.results_folder import run_folder, write_run_files
 from glscl.losses import create_loss
@@ -319,10 +319,12 @@ class Trainer:
 
     def _write_curve(self) -> None:
         keys = sorted({k for r in self.curve for k in r}, key=lambda k: (k not in ("epoch", "step", "lr"), k))
-        with open(self.run_dir / "curve.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.curve)
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys)
+                w.writeheader()
+                w.writerows(self.curve)
+        atomic_write(self.run_dir / "curve.csv", write)
 
 
 def cached_encoder(head):

@@ -66,7 +66,7 @@ def open_split(root: str | Path, split: str, video_dir: str | Path | None, skip_
 def read_text(path: Path) -> str:
     """The whole file as text; bytes that are not UTF-8 become lone surrogates (checked per row)."""
     if not path.is_file():
-        raise fail(path, "file", "path", "missing annotation file")
+        raise DatasetError(f"{path}: missing annotation file")
     return path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
 
 

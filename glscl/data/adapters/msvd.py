@@ -47,7 +47,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _load_untrusted_pickle(path: Path) -> Any:
     """Load a pickle that may be hostile: scan its opcodes, then unpickle with no globals allowed."""
     if not path.is_file():
-        raise fail(path, "file", "path", "missing annotation file")
+        raise DatasetError(f"{path}: missing annotation file")
     data = path.read_bytes()
     try:
         for opcode, _, position in pickletools.genops(data):

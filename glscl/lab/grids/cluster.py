@@ -14,7 +14,9 @@ the run's kernel gets as many threads as it got CPUs (OMP_NUM_THREADS, MKL_NUM_T
 GLSCL_THREADS, which the run notebook passes to ``torch.set_num_threads``).
 
 Failures: an error inside the notebook is the run's result (status failed, the grid goes on;
-``--rerun-failed`` runs it again). A lost worker or node is not: Ray starts the task again, up to
+``--rerun-failed`` runs it again). A kernel that died (killed from outside, e.g. by the OOM killer)
+is started again once (``KERNEL_RETRIES``), the run resuming from its last checkpoint; dead a
+second time, the run is recorded as failed. A lost worker or node is not: Ray starts the task again, up to
 ``RETRIES`` times, and the run resumes from its last checkpoint (the kernel of the lost attempt
 exits within a second, when its parent is gone). A run still lost after that, or in flight when
 the command itself is killed (a local instance goes down with its driver, a cluster ends a dead
@@ -28,8 +30,10 @@ import logging
 import os
 import platform
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -37,10 +41,11 @@ from pathlib import Path
 
 from glscl.config import ConfigError
 from glscl.lab.grids.folder import RUN_FILE, read_json, run_paths, write_json
-from glscl.lab.grids.notebook import RECORD_FILE
+from glscl.lab.grids.notebook import RECORD_FILE, record_problem
 from glscl.lab.grids.spec import RunSpec
 
 RETRIES = 2  # times Ray starts a run again after its worker or node was lost
+KERNEL_RETRIES = 1  # times a run's notebook is started again after its kernel died (e.g. killed for memory)
 
 
 def machine_cpus() -> int:
@@ -57,6 +62,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
+    # ray.init makes SIGTERM exit the driver at once; glscl's own handler (one line, Ray shut down) is put back
+    on_sigterm = signal.getsignal(signal.SIGTERM)
+    if not address:  # a private instance on this machine: Ray's token-authentication warning does not apply
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
         check_address(address)
         try:
@@ -67,6 +76,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
                               "~/.ray/auth_token or RAY_AUTH_TOKEN") from None
     else:
         ray.init(address="local", num_cpus=num_cpus or machine_cpus(), include_dashboard=False, **quiet)
+    if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     return True
 
 
@@ -179,6 +190,7 @@ def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, c
     """Execute the run notebook for ``run`` with papermill and record the outcome in ablate.json
     (``glscl.lab.grids.folder``). Returns (run_id, 'ok' or 'failed', wall seconds)."""
     import papermill as pm
+    from nbclient.exceptions import DeadKernelError
     run_dir, nb_out, log = run_paths(out, run.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     nb_out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,13 +207,26 @@ def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, c
                   prepare_world=False, progress=False)
     outcome: dict = {"status": "ok"}
     try:
-        with _stderr_to(log):
-            # "immediate": the record is written before the last cell ends, and a graceful kernel
-            # shutdown costs about 1.5 s per run (bench_grid.py)
-            pm.execute_notebook(notebook, str(nb_out), parameters=params, kernel_name="python3", progress_bar=False,
-                                cwd=cwd, log_output=False, shutdown_kernel="immediate")
-        if not (run_dir / RECORD_FILE).is_file():
-            outcome = {"status": "failed", "error": f"the notebook ended without writing {RECORD_FILE}", "traceback_tail": ""}
+        for kernel_try in range(KERNEL_RETRIES + 1):
+            try:
+                with _stderr_to(log):
+                    # "immediate": the record is written before the last cell ends, and a graceful kernel
+                    # shutdown costs about 1.5 s per run (bench_grid.py)
+                    pm.execute_notebook(notebook, str(nb_out), parameters=params, kernel_name="python3", progress_bar=False,
+                                        cwd=cwd, log_output=False, shutdown_kernel="immediate")
+                break
+            except DeadKernelError:  # killed from outside (e.g. the OOM killer): once more, resuming from its checkpoint
+                if kernel_try == KERNEL_RETRIES:
+                    raise
+                with open(log, "a") as f:
+                    f.write("glscl ablate: the kernel died (killed from outside, e.g. out of memory); starting it again\n")
+        problem = record_problem(run_dir)
+        if problem:
+            outcome = {"status": "failed", "error": f"the notebook ended without a complete record ({problem})", "traceback_tail": ""}
+    except DeadKernelError as e:
+        outcome = {"status": "failed", "error": f"the kernel died {KERNEL_RETRIES + 1} times (killed from outside, e.g. out "
+                   f"of memory: see dmesg): {_strip_ansi(str(e)).strip().splitlines()[0] if str(e).strip() else 'DeadKernelError'}",
+                   "traceback_tail": ""}
     except Exception as e:  # a failed run is recorded and the grid goes on
         if hasattr(e, "ename"):  # papermill's PapermillExecutionError: the error inside the notebook
             error, tb = f"{e.ename}: {_strip_ansi(str(e.evalue))}", _strip_ansi("\n".join(e.traceback))

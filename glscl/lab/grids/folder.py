@@ -14,12 +14,15 @@ Layout::
     figures/                   PNG, PDF and SVG figures (glscl.lab.grids.figures)
     replaced-<time>/           runs set aside by --overwrite (nothing is deleted)
 
-ablate.json is written atomically (a temporary file renamed over it) when a run starts and again
-when it ends: status (running, ok, failed), attempt (the times the run was started in this folder),
-the fingerprint and fields of its config, host, pid (the Ray worker), cpus, threads, gpus, started,
-notebook; at the end wall_s and finished, and for a failed run error and traceback_tail. A run is
-ok exactly when ablate.json says ok, which is written after the notebook's record.json: a run
-killed at any point is pending (and runs again), never ok with a missing wall time.
+ablate.json is written atomically (``glscl.engine.checkpoint.atomic_write``: a temporary file
+unique to the process, renamed over it) when a run starts and again when it ends: status
+(running, ok, failed), attempt (the times the run was started in this folder), the fingerprint
+and fields of its config, host, pid (the Ray worker), cpus, threads, gpus, started, notebook; at
+the end wall_s and finished, and for a failed run error and traceback_tail. A run is ok exactly
+when ablate.json says ok, which is written after the notebook's record.json, and that record
+parses and holds the run's metrics: a run killed at any point, or whose record is torn or
+incomplete, is pending (and runs again, with a one-line note naming the file), never ok with
+missing metrics or wall time.
 
 Fingerprints: a rerun into an existing folder first compares the stored fields with the grid's
 (the base + fixed config; keys the grid varies are left out) and with every started run's. Any
@@ -31,14 +34,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from glscl.config import ConfigError, RunConfig
-from glscl.lab.grids.notebook import RECORD_FILE, read_record
+from glscl.engine.checkpoint import atomic_write, write_json
+from glscl.lab.grids.notebook import read_record, record_problem
 from glscl.lab.grids.spec import GridSpec, expand, load_grid
 
 GRID_FILE, GRID_STAMP, RUN_FILE = "grid.yaml", "grid.json", "ablate.json"
@@ -47,16 +50,6 @@ _SHOWN = 4  # differing fields named in an error line
 
 
 # -- files ----------------------------------------------------------------------------------------
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically: a reader sees the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 def read_json(path: Path) -> dict:
     """The JSON object in ``path`` ({} when absent or unreadable)."""
@@ -74,11 +67,24 @@ def run_paths(out: str | Path, run_id: str) -> tuple[Path, Path, Path]:
 
 
 def run_status(run_dir: Path) -> str:
-    """'ok' (ablate.json says ok and record.json exists), 'failed', or 'pending' (not run, running, or stopped)."""
+    """'ok' (ablate.json says ok and record.json holds the run's metrics), 'failed', or 'pending' (not
+    run, running, stopped, or a record that is torn or incomplete: ``record_problem``)."""
     status = read_json(Path(run_dir) / RUN_FILE).get("status")
-    if status == "ok" and (Path(run_dir) / RECORD_FILE).is_file():
+    if status == "ok" and record_problem(run_dir) is None:
         return "ok"
     return "failed" if status == "failed" else "pending"
+
+
+def torn_records(out: str | Path, run_ids) -> list[str]:
+    """One note per run that ablate.json calls ok but whose record.json is torn or incomplete (it runs again)."""
+    notes = []
+    for run_id in run_ids:
+        run_dir = run_paths(out, run_id)[0]
+        if read_json(run_dir / RUN_FILE).get("status") == "ok":
+            problem = record_problem(run_dir)
+            if problem:
+                notes.append(f"note: {problem}; the run is pending and runs again")
+    return notes
 
 
 # -- fingerprints -----------------------------------------------------------------------------------
@@ -168,9 +174,8 @@ def write_grid_files(out: str | Path, spec: GridSpec, stamp: dict) -> None:
     """grid.yaml (the grid file as run) and grid.json (its fingerprint), both atomically."""
     out = Path(out)
     if spec.source and Path(spec.source).is_file():
-        tmp = out / f".{GRID_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(Path(spec.source).read_text())
-        os.replace(tmp, out / GRID_FILE)
+        text = Path(spec.source).read_text()
+        atomic_write(out / GRID_FILE, lambda tmp: tmp.write_text(text))
     write_json(out / GRID_STAMP, stamp)
 
 
@@ -220,14 +225,24 @@ def read_table(grid_dir: str | Path):
     import pandas as pd
     grid_dir = Path(grid_dir)
     spec = load_grid(grid_dir / GRID_FILE)
-    return _int_columns(pd.read_csv(grid_dir / "results.csv"), spec), spec
+    path = grid_dir / "results.csv"
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as e:  # an empty or torn file
+        raise ConfigError(f"{path}: not a readable table ({_first_line(e)}); rebuild it with glscl ablate "
+                          f"{grid_dir / GRID_FILE} --out {grid_dir}") from None
+    if not {"run_id", "status"} <= set(table.columns):
+        raise ConfigError(f"{path}: incomplete (no run_id or status column); rebuild it with glscl ablate "
+                          f"{grid_dir / GRID_FILE} --out {grid_dir}")
+    return _int_columns(table, spec), spec
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def write_table(spec: GridSpec, out: str | Path):
     """Rebuild ``<out>/results.csv`` from the run folders (atomically) and return the table."""
     table = collect(spec, out)
-    path = Path(out) / "results.csv"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(Path(out) / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table

@@ -16,7 +16,7 @@ Out: ``<out_dir>/<name>/record.json`` (``RECORD_FILE``), written atomically as t
     prepare_s      seconds spent preparing the world and the tiny CLIP (0 when not asked for)
     run_s          seconds inside ``run()`` (data, cache, training, evaluation)
 
-The notebook has finished a run when its record.json exists (in a grid, the run is ok once the
+The notebook has finished a run when its record.json parses and holds the metrics (``record_problem``) (in a grid, the run is ok once the
 grid's ablate.json, written after it, says so: ``glscl.lab.grids.folder``). Besides it, the results
 folder holds what ``run()`` writes (config.yaml, metrics.json, curve.csv, checkpoints/, ...).
 """
@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from glscl.config import RunConfig, build_config, describe
+from glscl.engine.checkpoint import write_json
 
 RECORD_FILE = "record.json"
+RECORD_METRICS = ("t2v_R@1", "run_s")  # numbers every finished run's record holds
 WORLD_PATH_KEYS = ("data.root", "data.video_dir", "data.cache_dir", "model.pretrained")
 
 
@@ -85,16 +86,28 @@ def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = 
     t1 = time.perf_counter()
     record = run(cfg, progress=progress)
     record = {**record, "prepare_s": t1 - t0, "run_s": time.perf_counter() - t1}
-    path = Path(cfg.out_dir) / cfg.name / RECORD_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    write_json(Path(cfg.out_dir) / cfg.name / RECORD_FILE, record)
     return record
 
 
-def read_record(run_dir: str | Path) -> dict:
-    """A run's record.json ({} when absent or unreadable)."""
+def record_problem(run_dir: str | Path) -> str | None:
+    """Why a run's record.json does not show a finished run (missing, torn, not an object, metrics
+    missing or not numbers), naming the file; None when it does."""
+    path = Path(run_dir) / RECORD_FILE
     try:
-        return json.loads((Path(run_dir) / RECORD_FILE).read_text())
-    except (OSError, ValueError):
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return f"{path}: missing"
+    except (OSError, ValueError) as e:
+        return f"{path}: torn or unreadable ({str(e).splitlines()[0][:80]})"
+    if not isinstance(record, dict):
+        return f"{path}: not a JSON object"
+    missing = [k for k in RECORD_METRICS if not isinstance(record.get(k), (int, float)) or isinstance(record.get(k), bool)]
+    return f"{path}: incomplete (no {', '.join(missing)})" if missing else None
+
+
+def read_record(run_dir: str | Path) -> dict:
+    """A run's record.json ({} when absent, unreadable or incomplete: ``record_problem``)."""
+    if record_problem(run_dir):
         return {}
+    return json.loads((Path(run_dir) / RECORD_FILE).read_text())

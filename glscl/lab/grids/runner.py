@@ -25,7 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-from glscl.config import ConfigError, RunConfig
+from glscl.config import ConfigError, ConfigTypeError, RunConfig
+from glscl.engine.results_folder import FolderLock
 from glscl.lab.grids import cluster, folder
 from glscl.lab.grids.folder import collect, read_table, run_paths, run_status
 from glscl.lab.grids.notebook import notebook_path, run_config
@@ -42,9 +43,12 @@ def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, p
         from glscl.engine.demo import prepare_embedded
         for root, world in sorted({(c.data.root, c.data.world) for c in configs if c.data.dataset == "world"}):
             prepare_embedded(root, quick=quick, progress=progress, world=world)
+    from glscl.data.cache import weights_identity
     signatures = {}
     for c in configs:
-        if c.data.cache_dir:
+        # a random backbone (model.pretrained: null) is drawn under each run's own seed inside the run:
+        # a cache built here would hold features no run uses
+        if c.data.cache_dir and weights_identity(c.model.pretrained, c.data.cache_dir) is not None:
             sig = (c.data.dataset, c.data.root, c.data.video_dir, c.data.val_size, c.data.sample_fps, c.data.cache_dir,
                    c.model.backbone, c.model.pretrained, c.model.compact_vocab, c.model.max_words, c.model.num_frames)
             signatures.setdefault(sig, c)
@@ -78,7 +82,11 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
     is a Ray task with ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs (defaults: a node's share for
     ``workers`` runs at once, the grid's ``workers`` unless given: ``cluster.resources_per_run``), on
     the cluster at ``address`` or on a local instance started for the grid (this process's Ray
-    connection, when it has one, is used as it is).
+    connection, when it has one, is used as it is). One invocation (per shard) writes into ``out``
+    at a time (``glscl.engine.results_folder.FolderLock``); a grid value that does not make a valid
+    config because of a typo (a value of the wrong type, or not one of the field's choices) stops the
+    grid (``ConfigError``; with ``dry_run`` after the listing) before anything starts, while a value
+    out of range is that run's recorded failure.
     Each task executes ``notebook`` (default: the shipped run notebook); relative paths in the
     configs are relative to the current folder. A folder made by a grid with other settings stops
     the grid (``ConfigError``) unless ``overwrite``, which sets the runs that differ aside first.
@@ -90,29 +98,62 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
     base = spec.resolved_base()
     stamp = folder.grid_stamp(spec, run_config(base, spec.fixed, quick=quick))  # a base or fixed that does not load stops here
     notebook = Path(notebook) if notebook else notebook_path()
-    configs, fields, invalid = {}, {}, {}
+    configs, fields, invalid, typos = {}, {}, {}, {}
     for r in shard(expand(spec), *shard_spec):
         try:
             configs[r.run_id] = run_config(base, r.overrides, name=r.run_id, out_dir=str(out / "runs"), quick=quick)
             fields[r.run_id] = folder.config_fields(configs[r.run_id])
-        except ConfigError as e:  # recorded as a failure when the run executes
+        except ConfigError as e:  # e.g. out of range: recorded as the run's failure when it executes
             invalid[r.run_id] = str(e)
             fields[r.run_id] = {**stamp["fields"], **r.overrides}
+            if isinstance(e, ConfigTypeError):  # a typo (wrong type, not a choice): the grid stops before it starts
+                typos[r.run_id] = str(e)
+    if dry_run:
+        return _dry_run(spec, out, shard_spec, rerun_failed, workers, invalid, typos, stamp, fields, overwrite)
+    if typos:  # before any lock, world, cache or Ray
+        raise ConfigError(_invalid_line(spec, typos))
+    i, n = shard_spec  # shards of one grid run at once on machines that share the folder: one lock per shard
+    with FolderLock(out, "glscl ablate" + (f" --shard {i}/{n}" if n > 1 else ""), tag=f".shard-{i}-of-{n}" if n > 1 else ""):
+        return _run_locked(spec, out, shard_spec, rerun_failed, overwrite, stamp, fields, configs, workers, quick, base,
+                           notebook, address, cpus_per_run, gpus_per_run, progress, figures)
+
+
+def _invalid_line(spec: GridSpec, invalid: dict[str, str]) -> str:
+    """One line for the runs whose values are of the wrong type (the first one's reason)."""
+    run_id, why = next(iter(invalid.items()))
+    more = f" (and {len(invalid) - 1} more runs)" if len(invalid) > 1 else ""
+    return f"{spec.source}: run {run_id}: {why}{more}"
+
+
+def _dry_run(spec, out, shard_spec, rerun_failed, workers, invalid, typos, stamp, fields, overwrite):
+    """``--dry-run``: list the runs and what would run; reads only. Values of the wrong type are listed, then refused."""
     replace = folder.check_folder(out, stamp, fields, set(spec.vary), overwrite)
-    if replace and not dry_run:
+    runs, todo = plan(spec, out, shard_spec, rerun_failed)
+    for note in folder.torn_records(out, [r.run_id for r in runs]):
+        print(f"glscl ablate: {note}", file=sys.stderr)
+    print(f"grid {spec.source}: {len(expand(spec))} runs; shard {shard_spec[0]}/{shard_spec[1]}: {len(runs)}; "
+          f"to run now: {len(todo)} (workers={workers}) -> {out}")
+    for r in runs:
+        state = "replace" if r.run_id in replace else run_status(run_paths(out, r.run_id)[0])
+        mark = "run " if r in todo or r.run_id in replace else "skip"
+        note = f"  INVALID: {invalid[r.run_id]}" if r.run_id in invalid else ""
+        print(f"  {mark} [{state:7}] {r.run_id}{note}")
+    if typos:
+        raise ConfigError(_invalid_line(spec, typos))
+    table = collect(spec, out)
+    table.attrs.update(out=str(out), lost=[])
+    return table
+
+
+def _run_locked(spec, out, shard_spec, rerun_failed, overwrite, stamp, fields, configs, workers, quick, base, notebook,
+                address, cpus_per_run, gpus_per_run, progress, figures):
+    """``run_grid`` with the grid folder locked."""
+    replace = folder.check_folder(out, stamp, fields, set(spec.vary), overwrite)
+    if replace:
         print(f"glscl ablate: {len(replace)} runs made with other settings moved to {folder.set_aside(out, replace)}", file=sys.stderr)
     runs, todo = plan(spec, out, shard_spec, rerun_failed)
-    if dry_run:
-        print(f"grid {spec.source}: {len(expand(spec))} runs; shard {shard_spec[0]}/{shard_spec[1]}: {len(runs)}; "
-              f"to run now: {len(todo)} (workers={workers}) -> {out}")
-        for r in runs:
-            state = "replace" if r.run_id in replace else run_status(run_paths(out, r.run_id)[0])
-            mark = "run " if r in todo or r.run_id in replace else "skip"
-            note = f"  INVALID: {invalid[r.run_id]}" if r.run_id in invalid else ""
-            print(f"  {mark} [{state:7}] {r.run_id}{note}")
-        table = collect(spec, out)
-        table.attrs.update(out=str(out), lost=[])
-        return table
+    for note in folder.torn_records(out, [r.run_id for r in runs]):
+        print(f"glscl ablate: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     folder.write_grid_files(out, spec, stamp)
     lost = []
@@ -154,8 +195,10 @@ def _execute(spec: GridSpec, out: Path, todo: list, cpus: float, gpus: float, pr
         folder.write_table(spec, out)
 
     stamps = {r.run_id: {"fields": fields[r.run_id], "fingerprint": folder.fingerprint(fields[r.run_id])} for r in todo}
-    cluster.run_all(todo, cpus, gpus, done, stamps, out=str(out), **task)
-    bar.close()
+    try:
+        cluster.run_all(todo, cpus, gpus, done, stamps, out=str(out), **task)
+    finally:
+        bar.close()  # also when interrupted, so that the bar ends before the command's last line
     return lost
 
 

@@ -50,7 +50,7 @@ def test_tutorial_is_committed_clean(name):
             assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    assert "quick = False" in params[0].source and 'root = "data/world"' in params[0].source
+    assert "quick = False" in params[0].source and 'root = "data/world-objects"' in params[0].source
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "import" in code and "from glscl" in code
     assert "class " not in code, "tutorials import the method from the package; they do not define it"

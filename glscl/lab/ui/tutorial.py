@@ -1,6 +1,6 @@
 """What the tutorials share: the embedded world, its tiny CLIP, the demo's config, clips through the backbone.
 
-    tut = tutorial.setup("data/world", quick=False, run_dir="runs/demo/glscl")
+    tut = tutorial.setup("data/world-objects", quick=False, run_dir="runs/demo-objects/glscl", world="objects")
     images, frame_mask, frames = tut.encode_clips(["video12", "video13"])
     text = tut.encode_captions(["a small red circle moves left"])
 
@@ -84,7 +84,7 @@ class Tutorial:
         return self.backbone.encode_text(ids), [viz.token_labels(self.backbone.tokenizer, ids[b]) for b in range(len(captions))]
 
 
-def _clip_for(root: Path, clip, quick: bool) -> Path:
+def _clip_for(root: Path, clip, quick: bool, world: str) -> Path:
     """The tiny CLIP checkpoint to use: ``clip`` if given, else the world folder's (made if missing)."""
     from glscl.engine.demo import prepare_embedded
     from glscl.engine.pretrain import PretrainConfig, pretrain_clip
@@ -96,13 +96,14 @@ def _clip_for(root: Path, clip, quick: bool) -> Path:
         if not path.is_file():
             path = pretrain_clip(root, path, PretrainConfig(steps=20 if quick else 400), progress=False)
         return Path(path)
-    return Path(prepare_embedded(root, quick, progress=False))
+    return Path(prepare_embedded(root, quick, progress=False, world=world))
 
 
 def setup(root: str | Path = "data/world", clip: str | Path | None = None, quick: bool = False,
           run_dir: str | Path | None = None, out: str | Path = "runs", cache: str | Path | None = None,
-          head_kind: str | None = "glscl") -> Tutorial:
-    """The world at ``root`` (relative paths: from the repository root), its tiny CLIP and the demo's config.
+          head_kind: str | None = "glscl", world: str = "scenes") -> Tutorial:
+    """The ``world`` (scenes or objects) at ``root`` (relative paths: from the repository root), its tiny
+    CLIP and the demo's config.
 
     run_dir: a trained run to load (used only if its ``checkpoints/best`` exists, and only if it is a
     ``head_kind`` head when that is given); its config then replaces the demo's. out, cache: the
@@ -121,9 +122,9 @@ def setup(root: str | Path = "data/world", clip: str | Path | None = None, quick
             root = Path(cfg.data.root)
             return Tutorial(root, load_world(root), Path(cfg.model.pretrained), cfg, loaded.backbone.eval(),
                             loaded.head.eval(), run_dir)
-    clip = _clip_for(root, clip, quick)
+    clip = _clip_for(root, clip, quick, world)
     cache = viz.repo_path(cache) if cache is not None else root / "cache"
-    cfg = demo_config(str(root), str(clip), str(viz.repo_path(out)), str(cache), quick)
+    cfg = demo_config(str(root), str(clip), str(viz.repo_path(out)), str(cache), quick, world)
     backbone, _ = load_backbone(cfg, {})
     return Tutorial(root, load_world(root), clip, cfg, backbone.eval())
 

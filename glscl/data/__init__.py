@@ -8,12 +8,11 @@ from glscl.data.splits import SPLITS, RetrievalSplit
 
 def _unreadable(split: RetrievalSplit, progress: bool = False) -> dict[int, str]:
     """Index -> reason for every video of ``split`` that cannot be opened or whose first frame does not decode."""
-    from tqdm.auto import tqdm
-
     from glscl.data.video import VideoError, load_clip
+    from glscl.progress import progress_bar
 
     bad: dict[int, str] = {}
-    for i, path in enumerate(tqdm(split.video_paths, desc=f"checking {split.name} videos", disable=not progress)):
+    for i, path in enumerate(progress_bar(split.video_paths, desc=f"checking {split.name} videos", enabled=progress)):
         try:
             load_clip(path, 1)
         except VideoError as e:

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from glscl.data.dataset import ClipDataset
 from glscl.data.video import ClipTransform
@@ -34,6 +33,7 @@ from glscl.engine.mechanism import FrameSimilarity, MechanismProbe
 from glscl.engine.metrics import QB_NORM, dual_softmax, qb_norm, retrieval_metrics
 from glscl.model.backbone import Backbone, TextFeatures
 from glscl.model.embedding import TextEmbedding, VideoEmbedding
+from glscl.progress import progress_bar
 
 VideoBlocks = Iterable[tuple[torch.Tensor, torch.Tensor]]
 """(frames x_f: B x T x d with padded frames 0, mask: B x T) per block of videos, in gallery order."""
@@ -59,7 +59,7 @@ def backbone_videos(backbone: Backbone, split, num_frames: int, sample_fps: floa
     # starts a second, never-consumed set of workers, left to the garbage collector (which, in Jupyter,
     # may run in the forked workers of the next loader: "can only test a child process" tracebacks)
     batches = iter(loader)
-    for batch in tqdm(batches, total=len(loader), desc=progress, disable=progress is None, unit="batch"):
+    for batch in progress_bar(batches, total=len(loader), desc=progress, enabled=progress is not None, unit="batch"):
         mask = batch["frame_mask"].to(device)
         yield backbone.encode_frames(batch["pixels"].to(device)) * mask[..., None], mask
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from glscl.data.dataset import caption_ids
 from glscl.data.video import ClipTransform, load_clip
@@ -30,6 +29,7 @@ from glscl.engine.checkpoint import atomic_write, write_json
 from glscl.engine.train import warmup_cosine
 from glscl.losses import info_nce
 from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
+from glscl.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,15 @@ def world_vocab(world_root: str | Path, context_length: int = 32) -> tuple[int, 
     return Tokenizer.build_vocab(sorted(set(texts)), context_length)
 
 
-def _frames_and_captions(world_root: Path, transform: ClipTransform, num_frames: int, progress: bool):
+def _frames_and_captions(world_root: Path, transform: ClipTransform, num_frames: int, show: bool):
     samples = frame_caption_samples(world_root, ("train",))
     world = load_world(world_root)
     by_video: dict[str, list[tuple[int, str]]] = {}
     for vid, t, cap in samples:
         by_video.setdefault(vid, []).append((t, cap))
     pixels, captions = [], []
-    for vid, items in tqdm(by_video.items(), desc="decode frames for pre-training", unit="video",
-                           disable=not progress):
+    for vid, items in progress_bar(list(by_video.items()), desc="decode frames for pre-training", unit="video",
+                                   enabled=show):
         frames, mask = load_clip(world.video_path(vid), num_frames)
         x = transform(frames, mask)
         for t, cap in items:
@@ -90,7 +90,7 @@ def pretrain_clip(world_root: str | Path, out_file: str | Path, cfg: PretrainCon
     backbone.use_compact_vocab(world_vocab(world_root, cfg.context_length))
     transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
     num_frames = load_world(world_root).config.frames
-    pixels, captions = _frames_and_captions(world_root, transform, num_frames, progress)
+    pixels, captions = _frames_and_captions(world_root, transform, num_frames, show=progress)
     ids = backbone.tokenizer(captions)
     ids = ids[:, : int((ids != 0).sum(1).max())]  # frame captions are short: drop the all-padding tail
     cap_id = torch.from_numpy(caption_ids(captions))
@@ -99,7 +99,7 @@ def pretrain_clip(world_root: str | Path, out_file: str | Path, cfg: PretrainCon
     g = torch.Generator().manual_seed(cfg.seed)
     backbone.train()
     t0, losses = time.perf_counter(), []
-    bar = tqdm(range(cfg.steps), desc="pre-train tiny CLIP on frames", unit="step", disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc="pre-train tiny CLIP on frames", unit="step", enabled=progress)
     for _ in bar:
         idx = torch.randint(len(captions), (cfg.batch_size,), generator=g)
         img = F.normalize(backbone.clip.encode_image(pixels[idx].to(device)), dim=-1)

@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from glscl.config import ConfigError, RunConfig
 from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
@@ -42,6 +41,7 @@ from glscl.engine.checkpoint import atomic_write, load_train_state, load_weights
 from glscl.engine.evaluate import evaluate_cached
 from glscl.engine.results_folder import run_folder, write_run_files
 from glscl.losses import create_loss
+from glscl.progress import progress_bar
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
 
@@ -251,8 +251,8 @@ class Trainer:
         if self.step == 0:  # dropout draws start from the seed, whatever ran before (cache building, ...)
             torch.manual_seed(t.seed)
         self._validate_pending()  # a resumed run whose last epoch was saved but not yet validated
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step",
-                   disable=not (self.progress and dist.is_main()), dynamic_ncols=True)
+        bar = progress_bar(total=self.total_steps, initial=self.step, desc=f"train {self.cfg.name}", unit="step",
+                           enabled=self.progress and dist.is_main())
         try:  # the bar is closed whatever happens, so an error message starts on its own line
             while self.step < self.total_steps and self.epoch < t.epochs:
                 t0 = time.perf_counter()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
-from tqdm.auto import tqdm
 
 from glscl.data.adapters.msrvtt import CAPTIONS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 from glscl.data.splits import SPLITS
@@ -36,6 +35,7 @@ from glscl.data.world.specs import (
     reverse_clip,
     speed_for,
 )
+from glscl.progress import progress_bar
 
 MP4_PARAMS = ("-crf", "4", "-threads", "1", "-movflags", "+faststart")  # near-lossless, one thread per file
 WORLD_FORMAT = "glscl-world/2"  # 2: several captions per video, segments, caption frames
@@ -397,7 +397,8 @@ def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), pr
         os.replace(partial, final)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        bar = tqdm(total=len(videos), initial=len(videos) - len(todo), desc="writing world videos", disable=not progress)
+        bar = progress_bar(total=len(videos), initial=len(videos) - len(todo), desc="writing world videos", unit="video",
+                           enabled=progress)
         for _ in pool.map(write, todo):
             bar.update()
         bar.close()

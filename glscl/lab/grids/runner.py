@@ -181,10 +181,10 @@ def _run_locked(spec, out, shard_spec, rerun_failed, overwrite, stamp, fields, c
 def _execute(spec: GridSpec, out: Path, todo: list, cpus: float, gpus: float, progress: bool, *, fields: dict,
              **task) -> list[str]:
     """Run ``todo`` on the connected Ray cluster, rebuilding results.csv as each run ends; returns the lost runs."""
-    from tqdm.auto import tqdm
+    from glscl.progress import progress_bar
 
     counts, lost = {"ok": 0, "failed": 0, "lost": 0}, []
-    bar = tqdm(total=len(todo), desc=f"grid {Path(spec.source).stem or 'grid'}", unit="run", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"grid {Path(spec.source).stem or 'grid'}", unit="run", enabled=progress)
 
     def done(run_id: str, status: str, wall: float) -> None:
         counts[status] += 1

@@ -89,7 +89,7 @@ def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
     split = load_split(DataConfig(dataset="world", root=str(world)), "train")
     by_id = {v.video_id: v for v in w.videos}
     backbone = create_backbone("glscl-tiny", str(clip))
-    transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
+    transform = ClipTransform.for_backbone(backbone)
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(split.num_videos, generator=g)[:n_clips].tolist()
     clips = [load_clip(split.video_paths[i], w.config.frames) for i in idx]

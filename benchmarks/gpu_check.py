@@ -279,7 +279,8 @@ def eval_rows(s: Sizes, device, meter: Meter) -> list[Row]:
     import torch
 
     from glscl.config import ModelConfig
-    from glscl.engine.evaluate import cached_texts, cached_videos, encode_texts, similarity_matrix
+    from glscl.data.features import cached_texts, cached_videos
+    from glscl.engine.evaluate import encode_texts, similarity_matrix
     from glscl.model.glscl import GLSCL
 
     n, m, t, d, words = s.texts, s.videos, s.frames, s.width, s.words

@@ -133,7 +133,8 @@ def _qb_norm_banks(run_dir: Path) -> dict:
     videos (t2v) and the training videos scored against the test captions (v2t)."""
     from glscl.config import ConfigError
     from glscl.data import load_split
-    from glscl.engine.evaluate import cached_texts, cached_videos, encode_texts, similarity_matrix
+    from glscl.data.features import cached_texts, cached_videos
+    from glscl.engine.evaluate import encode_texts, similarity_matrix
     from glscl.engine.loading import load_run
     from glscl.engine.run import build_caches
     loaded = load_run(run_dir)
@@ -147,14 +148,31 @@ def _qb_norm_banks(run_dir: Path) -> dict:
     return {"bank_t2v": bank_t2v, "bank_v2t": bank_v2t}
 
 
-def cmd_ablate(args) -> int:
-    from glscl.lab.grids import runner as ablate
-    return ablate.main(args)
+LAB_COMMANDS = {
+    "ablate": "run an ablation grid (ablations/*.yaml): the run notebook shipped with the package (glscl/lab/run.ipynb) "
+              "once per run with papermill, each run a Ray task on a local instance or a cluster (resumable, "
+              "shardable); writes <out>/results.csv and figures",
+    "bench": "similarity-head efficiency benchmark (FLOPs, time, memory)",
+}
+"""The commands that live in the lab (glscl.lab): their modules are imported only when one runs."""
 
 
-def cmd_bench(args) -> None:
-    from glscl.lab.bench import similarity
-    similarity.run(args)
+def run_lab_command(command: str, argv: list[str]) -> int | None:
+    """``glscl ablate`` / ``glscl bench``: import the lab module, parse its options, run it."""
+    from glscl.config import ConfigError
+    try:
+        if command == "ablate":
+            from glscl.lab.grids import runner as module
+        else:
+            from glscl.lab.bench import similarity as module
+    except ImportError as e:
+        raise ConfigError(f"glscl {command} needs the lab's packages ({e.name} is not installed): "
+                          "pip install -e '.[lab]'") from None
+    parser = argparse.ArgumentParser(prog=f"glscl {command}", description=LAB_COMMANDS[command],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return module.main(args) if command == "ablate" else module.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,21 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "best own caption among all captions")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("ablate", help="run an ablation grid (ablations/*.yaml) with the run notebook, on Ray",
-                       formatter_class=raw, description="Expand a grid file into runs, execute the run notebook shipped with "
-                       "the package (glscl/lab/run.ipynb) once per run with papermill, each run a Ray task on a local "
-                       "instance or a cluster (resumable, shardable), and write <out>/results.csv and figures.")
-    from glscl.lab.grids import runner as ablate
-    ablate.add_arguments(p)
-    p.set_defaults(func=cmd_ablate)
-
-    p = sub.add_parser("bench", help="similarity-head efficiency benchmark (FLOPs, time, memory)", formatter_class=raw)
-    try:
-        from glscl.lab.bench import similarity
-        similarity.add_arguments(p)
-    except ImportError:
-        pass
-    p.set_defaults(func=cmd_bench)
+    for command, text in LAB_COMMANDS.items():  # parsed by the lab itself, imported only when run
+        sub.add_parser(command, help=text, add_help=False).add_argument("options", nargs=argparse.REMAINDER)
 
     sub.add_parser("demo", help="the main job on the embedded default (world, pre-training, GLSCL vs baselines); "
                                 "see glscl demo --help")
@@ -268,11 +273,13 @@ def _one_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = os.environ.get("GLSCL_DEBUG", "").strip() not in ("", "0")
-    if argv[:1] == ["--debug"] and argv[1:2] == ["demo"]:
+    if argv[:1] == ["--debug"] and argv[1:2] and argv[1] in ("demo", *LAB_COMMANDS):
         debug, argv = True, argv[1:]
     if argv[:1] == ["demo"]:  # the demo has its own options (glscl demo --help)
         from glscl.engine import demo
         command, call = "demo", lambda: demo.main(argv[1:])
+    elif argv[:1] and argv[0] in LAB_COMMANDS:
+        command, call = argv[0], lambda: run_lab_command(argv[0], argv[1:])
     else:
         args = build_parser().parse_args(argv)
         debug = debug or args.debug

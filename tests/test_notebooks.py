@@ -147,7 +147,7 @@ def test_split_encoder_starts_one_set_of_workers(tiny_world, tiny_clip, monkeypa
 
     from glscl.config import build_config
     from glscl.data import load_split
-    from glscl.engine.evaluate import backbone_videos
+    from glscl.data.features import backbone_videos
     from glscl.engine.run import load_backbone
 
     started = []

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "glscl"
@@ -73,3 +75,50 @@ def test_no_import_cycles_between_modules():
 def test_every_module_reads_in_one_sitting():
     long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+LAYERS = (("glscl.config", "glscl.progress", "glscl.files"), ("glscl.model", "glscl.losses"), ("glscl.data", "glscl.pem"),
+          ("glscl.engine",), ("glscl.lab",), ("glscl.cli",))
+"""The package's layers, lowest first: a module imports its own layer and the ones below, never one above."""
+
+
+def _layer(module: str) -> int | None:
+    for rank, roots in enumerate(LAYERS):
+        if any(module == root or module.startswith(root + ".") for root in roots):
+            return rank
+    return None
+
+
+def layer_violations(modules: dict[str, Path]) -> list[str]:
+    """Every import (top level or inside a function) of a module from a layer above its own."""
+    found = []
+    for module, path in sorted(modules.items()):
+        own = _layer(module)
+        names = _imports(path, module, top_level_only=False)
+        for name in sorted(n for n in names if not any(n.startswith(m + ".") for m in names)):  # modules, not their names
+            other = _layer(name)
+            if own is not None and other is not None and other > own:
+                found.append(f"{module} imports {name} ({LAYERS[other][0]} is above {LAYERS[own][0]})")
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    assert [m for m in _modules() if m != "glscl" and _layer(m) is None] == []
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    assert layer_violations(_modules()) == []
+
+
+def test_a_planted_back_import_is_seen(tmp_path):
+    planted = tmp_path / "model_helper.py"
+    planted.write_text("def f():\n    from glscl.engine.run import run\n    return run\n")
+    found = layer_violations({"glscl.model.helper": planted})
+    assert found == ["glscl.model.helper imports glscl.engine.run (glscl.engine is above glscl.model)"]
+
+
+def test_the_command_line_reaches_the_lab_only_inside_its_commands():
+    code = ("import sys, glscl.cli as cli; cli.build_parser().parse_args(['train']); "
+            "print(sorted(m for m in sys.modules if m.startswith('glscl.lab')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -22,7 +22,7 @@ the folder from what determines the features without building it (``source_key``
 name, weights identity, text length, vocabulary, frame sampling, the split), so a run whose caches
 are all built never loads the backbone (``lookup_cache``).
 Train-time augmentation is not applied to cached features. The features are computed by the
-package's one split encoder (``glscl.engine.evaluate.backbone_videos`` / ``backbone_texts``).
+package's one split encoder (``glscl.data.features.backbone_videos`` / ``backbone_texts``).
 """
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glscl.data.features import backbone_texts, backbone_videos
 from glscl.data.splits import RetrievalSplit
-from glscl.engine.checkpoint import write_json
-from glscl.engine.evaluate import backbone_texts, backbone_videos
+from glscl.files import write_json
 
 INDEX = "sources"
 ARRAYS = ("frames", "frame_mask", "sentence", "tokens", "token_mask", "caption_video")

@@ -98,6 +98,13 @@ class ClipTransform:
     brightness: float = 0.1
     hflip: bool = False
 
+    @classmethod
+    def for_backbone(cls, backbone, **options) -> ClipTransform:
+        """The transform a backbone's image encoder expects (its input size and normalisation);
+        ``options``: the augmentation fields."""
+        cfg = backbone.preprocess_cfg
+        return cls(backbone.image_size, tuple(cfg["mean"]), tuple(cfg["std"]), **options)
+
     def __call__(self, frames: torch.Tensor, mask: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         num_frames, height, width, _ = frames.shape

@@ -13,9 +13,7 @@ anything but tensors and plain data is refused unread (nothing in it runs).
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,39 +25,13 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from glscl.config import RunConfig, load_config, save_config
+from glscl.files import atomic_write
 
 PICKLE_REFUSED = "is a pickle; glscl loads only safetensors/weights-only files (it holds objects or code: refused unread)"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message is one line naming the file."""
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path`` (its name unique to this process), then
-    rename it over ``path``: a reader sees the old file or the new one, never a part. On any failure
-    (an error, a full disk, an interruption) the temporary file is removed and ``path`` is left as it
-    was; an OS error names ``path`` (``OSError.filename``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-        if isinstance(e, SafetensorError):  # safetensors reports an OS error as text: "... Os { code: 28, ... }"
-            code = re.search(r"code: (\d+)", str(e))
-            if code:
-                raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
-        raise
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON with ``atomic_write``."""
-    text = json.dumps(data, indent=2, default=str)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, vocab: tuple[int, ...] | None = None,

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from glscl.config import ConfigError, RunConfig, build_config
 from glscl.data.world import generate_world, world_config
-from glscl.engine.checkpoint import atomic_write, write_json
 from glscl.engine.pretrain import PretrainConfig, pretrain_clip
 from glscl.engine.results_folder import FolderLock, check_run_folder
 from glscl.engine.run import run
+from glscl.files import atomic_write, write_json
 
 HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}),
          ("global only", "global", {"model.head": "glscl", "model.interaction": "global"}),

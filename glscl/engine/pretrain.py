@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from glscl.data.dataset import caption_ids
 from glscl.data.video import ClipTransform, load_clip
 from glscl.data.world import frame_caption_samples, load_world
-from glscl.engine.checkpoint import atomic_write, write_json
 from glscl.engine.train import warmup_cosine
+from glscl.files import atomic_write, write_json
 from glscl.losses import info_nce
 from glscl.model.backbone import Tokenizer, create_backbone, save_backbone
 from glscl.progress import progress_bar
@@ -88,7 +88,7 @@ def pretrain_clip(world_root: str | Path, out_file: str | Path, cfg: PretrainCon
     torch.manual_seed(cfg.seed)
     backbone = create_backbone(cfg.backbone, None, context_length=cfg.context_length, device=device)
     backbone.use_compact_vocab(world_vocab(world_root, cfg.context_length))
-    transform = ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
+    transform = ClipTransform.for_backbone(backbone)
     num_frames = load_world(world_root).config.frames
     pixels, captions = _frames_and_captions(world_root, transform, num_frames, show=progress)
     ids = backbone.tokenizer(captions)

@@ -36,7 +36,7 @@ import torch
 
 from glscl.config import ConfigError, RunConfig, load_config, save_config
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import atomic_write, write_json
+from glscl.files import atomic_write, write_json
 
 NOT_FINGERPRINTED = ("name", "out_dir", "device", "data.num_workers")
 FINGERPRINT_FILE = "fingerprint.json"

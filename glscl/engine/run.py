@@ -35,11 +35,12 @@ from glscl.data.cache import build_cache, lookup_cache, source_key, weights_dige
 from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import atomic_write, load_weights, write_json
+from glscl.engine.checkpoint import load_weights
 from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
 from glscl.engine.resources import check_memory
 from glscl.engine.results_folder import FolderLock, check_run_folder, run_folder, start_fresh, write_run_files
 from glscl.engine.train import Trainer, decoded_batches, resolve_device, seed_everything, train_from_cache
+from glscl.files import atomic_write, write_json
 from glscl.model.backbone import Tokenizer, create_backbone
 from glscl.model.factory import Retriever, create_head, end_to_end_encoder
 from glscl.pem import build_pem
@@ -98,10 +99,6 @@ def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool 
     return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
                            sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
                            progress=progress, weights=weights, source=keys.get(s)) for s in splits}
-
-
-def _transform(backbone) -> ClipTransform:
-    return ClipTransform(backbone.image_size, tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"]))
 
 
 def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
@@ -189,7 +186,7 @@ def _run(cfg: RunConfig, *, progress: bool, resume: bool, overwrite: bool, stop_
             backbone.requires_grad_(False)
         model = Retriever(backbone, head).to(device)
         t_cache = 0.0
-        ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, _transform(backbone),
+        ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, ClipTransform.for_backbone(backbone),
                          cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
 
         pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None

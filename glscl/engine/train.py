@@ -37,9 +37,10 @@ from torch.utils.data import DataLoader
 from glscl.config import ConfigError, RunConfig
 from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
 from glscl.engine import distributed as dist
-from glscl.engine.checkpoint import atomic_write, load_train_state, load_weights, save_checkpoint, save_train_state
+from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint, save_train_state
 from glscl.engine.evaluate import evaluate_cached
 from glscl.engine.results_folder import run_folder, write_run_files
+from glscl.files import atomic_write
 from glscl.losses import create_loss
 from glscl.progress import progress_bar
 

@@ -46,8 +46,10 @@ name the validation split ``validate``, as MSR-VTT does; in code it is ``val`` (
 Frame t of a clip is second t of its video (``fps`` = 1 by default), so sampling at 1 fps sees
 every frame.
 
-Modules: ``specs`` (vocabulary, ``WorldConfig``, object/clip/video specs, ``reverse_clip``),
-``render`` (pixels of a clip), ``generator`` (sampling, writing, reading), ``probes`` (the twin probe).
+Modules: ``specs`` (vocabulary, ``WorldConfig``, object/clip/video/caption specs, ``reverse_clip``,
+``world_config``), ``placement`` (start positions), ``scenes`` (sampling the scenes world),
+``render`` (pixels of a clip), ``generator`` (sampling the objects world, writing, reading),
+``probes`` (the twin probe), ``annotation`` (caption frames and segments of a split's sampled frames).
 """
 from __future__ import annotations
 
@@ -56,10 +58,10 @@ from glscl.data.world.generator import (
     frame_caption_samples,
     generate_world,
     load_world,
-    objects_overlap,
     sample_world,
     write_mp4,
 )
+from glscl.data.world.placement import objects_overlap
 from glscl.data.world.probes import twin_accuracy, twin_indices
 from glscl.data.world.render import render_clip
 from glscl.data.world.specs import (

@@ -17,7 +17,9 @@ import numpy as np
 
 from glscl.data.adapters.msrvtt import CAPTIONS_FILE, TEST_FILE, TRAIN_FILE, VAL_FILE
 from glscl.data.splits import SPLITS
+from glscl.data.world.placement import place
 from glscl.data.world.render import render_clip
+from glscl.data.world.scenes import sample_scenes_clip, sample_scenes_evaluation, training_scene_captions
 from glscl.data.world.specs import (
     COLOURS,
     DISK_SPLITS,
@@ -31,7 +33,6 @@ from glscl.data.world.specs import (
     WorldCaption,
     WorldConfig,
     WorldVideo,
-    object_radius,
     reverse_clip,
     speed_for,
 )
@@ -44,52 +45,6 @@ IN_PROGRESS = ".world-in-progress"  # marker present while generate_world writes
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-def _place(rng: np.random.Generator, objects: Sequence[ObjectSpec], cfg: WorldConfig,
-           rounds: int = 20, tries: int = 20) -> tuple[ObjectSpec, ...]:
-    """Draws start positions keeping every object inside the frame for the whole clip.
-
-    Objects are placed one after the other, each redrawn up to ``tries`` times until it stays more
-    than the two radii + 2 px away from every object placed before it whenever both are visible;
-    a round where some object finds no such place starts over, up to ``rounds`` times (after that
-    the last round is kept: later objects are drawn on top).
-    """
-    for _ in range(rounds):
-        placed: list[ObjectSpec] = []
-        all_clear = True
-        for obj in objects:
-            for _ in range(tries):
-                candidate = _random_position(rng, obj, cfg)
-                clear = not any(objects_overlap(candidate, other, cfg.size) for other in placed)
-                if clear:
-                    break
-            placed.append(candidate)
-            all_clear = all_clear and clear
-        if all_clear:
-            break
-    return tuple(placed)
-
-
-def _random_position(rng: np.random.Generator, obj: ObjectSpec, cfg: WorldConfig) -> ObjectSpec:
-    """obj with a start position drawn so that it stays inside the frame in every frame."""
-    radius = object_radius(obj.size, cfg.size)
-    low, high = radius + 1, cfg.size - 2 - radius
-    travel = obj.speed * obj.steps(cfg.frames - 1)
-    dx, dy = MOTIONS[obj.motion] if obj.motion else (0, 0)
-    x = int(rng.integers(low + travel * (dx < 0), high - travel * (dx > 0) + 1))
-    y = int(rng.integers(low + travel * (dy < 0), high - travel * (dy > 0) + 1))
-    return replace(obj, x=x, y=y)
-
-
-def objects_overlap(a: ObjectSpec, b: ObjectSpec, frame_size: int) -> bool:
-    """Whether the two come within their radii + 2 px of each other in a frame showing both."""
-    gap = object_radius(a.size, frame_size) + object_radius(b.size, frame_size) + 2
-    for t in range(max(a.visible_from, b.visible_from), min(a.visible_to, b.visible_to)):
-        (ax, ay), (bx, by) = a.centre(t), b.centre(t)
-        if (ax - bx) ** 2 + (ay - by) ** 2 < gap * gap:
-            return True
-    return False
 
 
 def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipSpec:
@@ -117,7 +72,7 @@ def _sample_clip(rng: np.random.Generator, cfg: WorldConfig, kind: str) -> ClipS
             visible_from, visible_to = (change, cfg.frames) if rng.random() < 0.5 else (0, change)
         speed = speed_for(span, cfg.size) if moving else 0
         objects.append(ObjectSpec(shape, colour, size, motion, 0, 0, speed, visible_from, visible_to, moves_from, moves_to))
-    return ClipSpec(kind, _place(rng, objects, cfg))
+    return ClipSpec(kind, place(rng, objects, cfg))
 
 
 def _vary_one_detail(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig) -> ClipSpec | None:
@@ -141,7 +96,7 @@ def _vary_one_detail(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig)
     objects[index] = changed
     if len({o.appearance for o in objects}) < len(objects):
         return None
-    return ClipSpec(clip.kind, _place(rng, objects, cfg))
+    return ClipSpec(clip.kind, place(rng, objects, cfg))
 
 
 def _random_kind(rng: np.random.Generator, cfg: WorldConfig) -> str:
@@ -187,97 +142,6 @@ def _sample_evaluation_clips(rng: np.random.Generator, cfg: WorldConfig,
     return items
 
 
-def _segment_bounds(rng: np.random.Generator, frames: int, n: int, shortest: int) -> tuple[tuple[int, int], ...]:
-    """n consecutive spans [start, end) covering [0, frames), each at least ``shortest`` frames; every
-    such division equally likely (stars and bars over the frames left after the minimum lengths)."""
-    extra = frames - n * shortest
-    bars = np.sort(rng.choice(extra + n - 1, n - 1, replace=False)) if n > 1 else np.array([], np.int64)
-    lengths = np.diff(np.concatenate([[-1], bars, [extra + n - 1]])) - 1 + shortest
-    ends = np.cumsum(lengths)
-    return tuple((int(e - length), int(e)) for e, length in zip(ends, lengths, strict=True))
-
-
-def _sample_scenes_clip(rng: np.random.Generator, cfg: WorldConfig) -> ClipSpec:
-    """A scenes-world clip: ``min_segments``-``max_segments`` scene-cut segments, each with 1 or 2
-    (p = 1/2, when max_objects = 2) moving objects of its own, no appearance repeated in the clip.
-    Each object is visible and moves for its whole segment, travelling TRAVEL_SHARE of the frame."""
-    n = int(rng.integers(cfg.min_segments, cfg.max_segments + 1))
-    counts = [1 + int(cfg.max_objects == 2 and rng.random() < 0.5) for _ in range(n)]
-    all_looks = cfg.looks
-    looks = iter([all_looks[i] for i in rng.choice(len(all_looks), sum(counts), replace=False)])
-    motions = list(MOTIONS)
-    segments = _segment_bounds(rng, cfg.frames, n, cfg.min_segment_frames)
-    objects: list[ObjectSpec] = []
-    for (start, end), count in zip(segments, counts, strict=True):
-        speed = speed_for(end - start, cfg.size)
-        members = [ObjectSpec(*next(looks), motions[rng.integers(len(motions))], 0, 0, speed, start, end, start, end)
-                   for _ in range(count)]
-        objects += _place(rng, members, cfg)
-    return ClipSpec("scenes", tuple(objects), segments)
-
-
-def scene_captions(clip: ClipSpec) -> tuple[list[WorldCaption], list[WorldCaption]]:
-    """(one caption per segment, one "then" caption per pair of consecutive segments) of a scenes clip."""
-    segment = [WorldCaption(*clip.segment_caption(i), clip.segments[i]) for i in range(len(clip.segments))]
-    then = [WorldCaption(clip.then_caption(i), "then", (clip.segments[i][0], clip.segments[i + 1][1]))
-            for i in range(len(clip.segments) - 1)]
-    return segment, then
-
-
-def _training_scene_captions(rng: np.random.Generator, clip: ClipSpec, then_share: float) -> tuple[WorldCaption, ...]:
-    """Every segment caption, and each pair's "then" caption with probability then_share."""
-    segment, then = scene_captions(clip)
-    return tuple(segment + [c for c in then if rng.random() < then_share])
-
-
-def _evaluation_scene_captions(rng: np.random.Generator, clip: ClipSpec, cfg: WorldConfig) -> tuple[WorldCaption, ...]:
-    """eval_captions distinct captions, each a "then" caption with probability then_share (else a segment's)."""
-    segment, then = scene_captions(clip)
-    chosen: list[WorldCaption] = []
-    while len(chosen) < cfg.eval_captions:
-        pool = then if then and rng.random() < cfg.then_share else segment
-        caption = pool[rng.integers(len(pool))]
-        if caption not in chosen:
-            chosen.append(caption)
-    return tuple(chosen)
-
-
-def _described_segments(clip: ClipSpec, caption: WorldCaption) -> set[str]:
-    """The segment captions of the segments a caption describes."""
-    return {clip.segment_caption(i)[0] for i, (a, b) in enumerate(clip.segments)
-            if caption.frames[0] <= a and b <= caption.frames[1]}
-
-
-def _sample_scenes_evaluation(rng: np.random.Generator, cfg: WorldConfig, n: int) -> list[tuple[ClipSpec, tuple]]:
-    """n scenes clips whose captions are each true of their own clip alone, within the split.
-
-    A clip is kept when its captions are new to the split, no segment they describe shows up in
-    another clip of the split (same objects doing the same things), and none of its segments is
-    one that an earlier caption describes. (A one-object caption can still be partly true of a
-    two-object segment elsewhere: "a red circle moves up" of "a red circle moves up while ...".)
-    """
-    items: list[tuple[ClipSpec, tuple]] = []
-    captions: set[str] = set()
-    present: set[str] = set()   # every segment caption of the split
-    claimed: set[str] = set()   # the segment captions that some caption describes
-    budget = 1000 + 100 * n
-    while len(items) < n:
-        budget -= 1
-        if budget < 0:
-            raise RuntimeError(f"could not draw {n} scenes clips whose captions name one clip each; lower n_val/n_test")
-        clip = _sample_scenes_clip(rng, cfg)
-        chosen = _evaluation_scene_captions(rng, clip, cfg)
-        described = set().union(*(_described_segments(clip, c) for c in chosen))
-        segments = {clip.segment_caption(i)[0] for i in range(len(clip.segments))}
-        if any(c.text in captions for c in chosen) or described & present or segments & claimed:
-            continue
-        items.append((clip, chosen))
-        captions |= {c.text for c in chosen}
-        present |= segments
-        claimed |= described
-    return items
-
-
 def _one_caption(clip: ClipSpec, frames: int) -> tuple[WorldCaption, ...]:
     """The objects world's one caption, about the whole clip."""
     return (WorldCaption(clip.caption, clip.kind, (0, frames)),)
@@ -293,10 +157,10 @@ def sample_world(cfg: WorldConfig) -> list[WorldVideo]:
     if cfg.kind == "scenes":
         videos = []
         for i in range(cfg.n_train):
-            clip = _sample_scenes_clip(rng, cfg)
-            videos.append(WorldVideo(f"video{i}", "train", clip, _training_scene_captions(rng, clip, cfg.then_share)))
+            clip = sample_scenes_clip(rng, cfg)
+            videos.append(WorldVideo(f"video{i}", "train", clip, training_scene_captions(rng, clip, cfg.then_share)))
         for split, n in (("val", cfg.n_val), ("test", cfg.n_test)):
-            for clip, chosen in _sample_scenes_evaluation(rng, cfg, n):
+            for clip, chosen in sample_scenes_evaluation(rng, cfg, n):
                 videos.append(WorldVideo(f"video{len(videos)}", split, clip, chosen))
         return videos
     videos = []

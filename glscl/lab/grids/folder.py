@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from glscl.config import ConfigError, RunConfig
-from glscl.engine.checkpoint import atomic_write, write_json
+from glscl.files import atomic_write, write_json
 from glscl.lab.grids.notebook import read_record, record_problem
 from glscl.lab.grids.spec import GridSpec, expand, load_grid
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from glscl.config import RunConfig, build_config, describe
-from glscl.engine.checkpoint import write_json
+from glscl.files import write_json
 
 RECORD_FILE = "record.json"
 RECORD_METRICS = ("t2v_R@1", "run_s")  # numbers every finished run's record holds

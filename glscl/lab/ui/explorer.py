@@ -26,7 +26,8 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
-from glscl.engine.evaluate import backbone_texts, backbone_videos, encode_texts, encode_videos
+from glscl.data.features import backbone_texts, backbone_videos
+from glscl.engine.evaluate import encode_texts, encode_videos
 from glscl.lab.ui import viz
 from glscl.lab.ui.query_viewer import QueryAttentionViewer
 from glscl.lab.ui.retrieval_figure import plot_retrieval

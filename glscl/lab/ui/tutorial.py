@@ -50,8 +50,7 @@ class Tutorial:
         return self.head is not None
 
     def transform(self) -> ClipTransform:
-        cfg = self.backbone.preprocess_cfg
-        return ClipTransform(self.backbone.image_size, tuple(cfg["mean"]), tuple(cfg["std"]))
+        return ClipTransform.for_backbone(self.backbone)
 
     @torch.no_grad()
     def encode_clips(self, video_ids: Sequence[str], num_frames: int | None = None,

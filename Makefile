@@ -13,6 +13,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet ruff==0.17.6
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (glscl)" >/dev/null
 	touch $(STAMP)
 
@@ -31,8 +32,8 @@ bench: $(STAMP)          ## benchmarks (print figures; not part of the tests)
 	$(PY) benchmarks/bench_grid.py
 	$(PY) benchmarks/query_mechanism.py
 
-lab: $(STAMP)            ## open the tutorials in JupyterLab
-	.venv/bin/jupyter lab notebooks/
+lab: $(STAMP)            ## open the tutorials in JupyterLab (prints the URL to open; works as root and headless)
+	.venv/bin/jupyter lab notebooks/ --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 notebooks: $(STAMP)      ## executed copies of the tutorials (notebooks/executed/) and their HTML export
 	mkdir -p notebooks/executed
@@ -57,7 +58,7 @@ browser-check: $(STAMP)  ## a tutorial in JupyterLab + headless Chromium: all ce
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update && apt-get install -y chromium chromium-driver)
 	$(PY) -c "import selenium" 2>/dev/null || $(PY) -m pip install --quiet selenium
-	$(PY) -m glscl.lab.ui.browser_check --notebook $(or $(NOTEBOOK),04_train_and_evaluate) --out docs/screenshots
+	$(PY) tools/browser_check.py --notebook $(or $(NOTEBOOK),04_train_and_evaluate) --out docs/screenshots
 
 clean:
 	rm -rf .venv build *.egg-info

@@ -433,7 +433,7 @@ def test_two_trainings_on_one_folder_the_second_stops_then_ctrl_c_ends_in_one_li
     """Two ``glscl train`` processes on one results folder: the second stops at once, naming the
     holder; Ctrl-C of the first ends in one line (130), leaving no temporary file and no lock."""
     out = tmp_path / "runs"
-    argv = ["train", "--config", str(lab.config), "name=busy", f"out_dir={out}", "train.epochs=500"]
+    argv = ["train", "--config", str(lab.config), "name=busy", f"out_dir={out}", "train.epochs=100000"]  # runs until stopped
     first = _cli(*argv)
     try:
         _wait_for(out / "busy" / "checkpoints" / "last" / "train_state.pt", first)

@@ -1,6 +1,6 @@
 """Run a tutorial in a real browser: JupyterLab + headless Chromium, every cell, every widget moved, screenshots.
 
-    python -m glscl.lab.ui.browser_check [--notebook 04_train_and_evaluate] [--out docs/screenshots]
+    python tools/browser_check.py [--notebook 04_train_and_evaluate] [--out docs/screenshots]
 
 (``make browser-check``; not part of the tests: it needs chromium, chromedriver and selenium.)
 
@@ -189,7 +189,7 @@ def _move_everything(driver, view, By, Keys) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m glscl.lab.ui.browser_check", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python tools/browser_check.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--notebook", default="04_train_and_evaluate", help="tutorial to run (default: %(default)s)")
     ap.add_argument("--out", default="docs/screenshots", help="where the screenshots go (default: %(default)s)")

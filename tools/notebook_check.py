@@ -1,4 +1,4 @@
-"""Refuse notebooks committed with outputs: ``python -m glscl.lab.notebook_check FILE.ipynb ...`` (a pre-commit hook)."""
+"""Refuse notebooks committed with outputs: ``python tools/notebook_check.py FILE.ipynb ...`` (a pre-commit hook)."""
 from __future__ import annotations
 
 import json

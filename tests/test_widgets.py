@@ -66,7 +66,7 @@ def test_setting_a_caption_shows_its_top_videos(explorer):
         assert "data:image/png;base64," in explorer.results.value   # frame strips
         own_score = float(sim[i, f.caption_video[i]])
         top = explorer.last_rows[0]
-        assert "S − S(own video)" in explorer.results.value and f"{top['score'] - own_score:+.4f}" in explorer.results.value
+        assert "S − S(own video)" in explorer.results.value and f"{round(top['score'] - own_score, 4) + 0.0:+.4f}" in explorer.results.value
 
 
 def test_scores_split_into_global_and_local_contributions(explorer):

@@ -405,11 +405,17 @@ def test_debug_flag_and_variable_show_the_traceback(lab, monkeypatch):
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: SIGINT back to its default, so Python turns it into Ctrl-C even when the tests
+    were started in the background of a shell (which makes children ignore SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*argv: str, **kw) -> subprocess.Popen:
     """``glscl`` in a process of its own (this checkout first on the path)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "glscl.cli", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it, **kw)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

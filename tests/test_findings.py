@@ -117,4 +117,4 @@ def test_the_reference_figure_and_the_findings_page_lines(tmp_path):
     assert lines[0].startswith("Paired by seed against the reference (interaction=global")
     assert any(line.startswith("Resolution (t2v_R@1") for line in lines)
     assert claim_lines({"claim": "x", "a": {"num_queries": 4}, "b": {"interaction": "global"}}, table) == [
-        "- **x**: no paired runs found (num_queries=4 vs interaction=global)."]
+        "- **x** (scenes): no paired runs found (num_queries=4 vs interaction=global)."]

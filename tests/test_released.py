@@ -128,7 +128,7 @@ def test_temporal_transformer_starts_from_clips_text_layers():
             assert torch.equal(layer.linear2.weight, block.mlp.c_proj.weight) and torch.equal(layer.linear2.bias, block.mlp.c_proj.bias)
             for ours, theirs in ((layer.norm1, block.ln_1), (layer.norm2, block.ln_2)):
                 assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
-        assert torch.equal(head.temporal.position.weight, clip.positional_embedding[:8])
+        assert torch.equal(head.temporal.position.weight, clip.positional_embedding[:head.temporal.position.num_embeddings])
     # random init draws other weights
     other = create_head(_tiny_clip_config(temporal_init="random"), backbone.width)
     assert not torch.equal(other.temporal.encoder.layers[0].linear1.weight, clip.transformer.resblocks[0].mlp.c_fc.weight)

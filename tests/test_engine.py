@@ -140,12 +140,23 @@ def test_demo_quick_prints_the_table(tmp_path):
     r = subprocess.run([sys.executable, "-m", "glscl.cli", "demo", "--quick", "--no-progress", "--root", str(tmp_path / "w"),
                         "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    for label in ("GLSCL", "global only", "mean pooling", "t2v R@1", "twin acc"):
+    for label in ("scenes world", "GLSCL", "global only", "mean pooling", "t2v R@1", "R@1 while",
+                  "global weight on captioned frames", "segments the queries cover"):
         assert label in r.stdout
     results = json.loads((tmp_path / "runs" / "results.json").read_text())
     assert [x["label"] for x in results] == ["GLSCL", "global only", "mean pooling"]
     assert [(x["head"], x["interaction"]) for x in results] == [("glscl", "both"), ("glscl", "global"), ("mean_pooling", "both")]
     assert [x["name"] for x in results] == ["glscl", "global", "mean"]
+
+
+@pytest.mark.slow
+def test_demo_on_the_objects_world_prints_twin_accuracy(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "glscl.cli", "demo", "--world", "objects", "--quick", "--no-progress",
+                        "--root", str(tmp_path / "w"), "--out", str(tmp_path / "runs")], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "objects world" in r.stdout and "twin acc" in r.stdout and "segments the queries cover" not in r.stdout
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["config"]["kind"] == "objects"
 
 
 def test_corrupt_video_stops_with_one_line_error_or_is_skipped_and_counted(tiny_world, tiny_clip, tmp_path):

@@ -31,6 +31,7 @@ bench: $(STAMP)          ## benchmarks (print figures; not part of the tests)
 	$(PY) benchmarks/bench_alpro.py
 	$(PY) benchmarks/bench_grid.py
 	$(PY) benchmarks/query_mechanism.py
+	$(PY) benchmarks/world_floor.py
 
 lab: $(STAMP)            ## open the tutorials in JupyterLab (prints the URL to open; works as root and headless)
 	.venv/bin/jupyter lab notebooks/ --no-browser $(if $(filter 0,$(shell id -u)),--allow-root,)

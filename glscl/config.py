@@ -256,6 +256,41 @@ class PEMConfig(_Section):
             raise ConfigError(f"pem.crop_min_area = {self.crop_min_area} exceeds pem.crop_max_area = {self.crop_max_area}")
 
 
+RESULT_NAMES = ("R@1", "R@5", "R@10", "MdR", "MnR")
+"""The five numbers a reference row holds per direction, in this order."""
+
+_FIVE = tuple[float | None, float | None, float | None, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(_Section):
+    """The paper's reported results on the benchmark: shown beside a run's as a separate row, never mixed
+    with its measured metrics, and not part of the run's fingerprint (they change no result)."""
+
+    section: typing.ClassVar[str] = "reference"
+
+    source: str | None = _field(None, "Where the reference numbers come from (paper, table, protocol); None = no reference.")
+    t2v: _FIVE = _field((None,) * 5, "Text-to-video R@1, R@5, R@10, MdR, MnR as the source reports them (null where it gives none).")
+    v2t: _FIVE = _field((None,) * 5, "Video-to-text R@1, R@5, R@10, MdR, MnR as the source reports them (null where it gives none).")
+
+    def check(self) -> None:
+        for direction in ("t2v", "v2t"):
+            for name, value in zip(RESULT_NAMES, getattr(self, direction)):
+                if value is None:
+                    continue
+                if name.startswith("R@") and not 0 <= value <= 100:
+                    raise ConfigError(f"reference.{direction} {name} = {value} is out of range: a recall is in [0, 100]")
+                if not name.startswith("R@") and value < 1:
+                    raise ConfigError(f"reference.{direction} {name} = {value} is out of range: a rank is >= 1")
+        if self.source is None and self.rows():
+            raise ConfigError("reference.source is not set: name the paper and table the reference numbers come from")
+
+    def rows(self) -> dict[str, float | None]:
+        """The reference numbers keyed like measured metrics ('t2v_R@1', ...); {} when there are none."""
+        out = {f"{d}_{n}": v for d in ("t2v", "v2t") for n, v in zip(RESULT_NAMES, getattr(self, d))}
+        return out if any(v is not None for v in out.values()) else {}
+
+
 @dataclass(frozen=True)
 class RunConfig(_Section):
     """Everything one run needs; saved as config.yaml beside every result."""
@@ -270,6 +305,7 @@ class RunConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
     pem: PEMConfig = field(default_factory=PEMConfig, metadata={"help": "Prompt entity modeling (ALPRO)."})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={"help": "The paper's reported results."})
 
     def check(self) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -319,16 +355,39 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
     return data
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A config file as a nested dict, with its ``base:`` (a preset or another file) merged underneath."""
+def _read_yaml(path: Path, start: dict | None = None, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file as a nested dict, its ``base:`` (a preset, a file, or a list of them) merged underneath.
+
+    ``start``: the settings of the configs layered before this one (see ``build_config``). They take
+    the place of the preset this file's ``base:`` chain starts from, or lie underneath a file without one.
+    """
     if path.resolve() in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to {path}")
+    seen = seen + (path.resolve(),)
     data = read_yaml_mapping(path, "a mapping of config sections")
     base = data.pop("base", None)
     if base is None:
-        return data
-    parent = _resolve(base) if (PRESET_DIR / f"{base}.yaml").is_file() else _resolve(path.parent / base)
-    return _merge(_read_yaml(parent, seen + (path.resolve(),)), data)
+        return _merge(start or {}, data)
+    if isinstance(base, list):
+        return _merge(_compose([_base_path(b, path) for b in base], start, seen), data)
+    parent = _base_path(base, path)
+    if start is not None and "base" not in read_yaml_mapping(parent, "a mapping of config sections"):
+        return _merge(start, data)  # the chain's starting preset, replaced by the configs before this one
+    return _merge(_read_yaml(parent, start, seen), data)
+
+
+def _base_path(base: Any, path: Path) -> Path:
+    """The file a ``base:`` entry of ``path`` names: a preset, or a YAML file relative to ``path``'s folder."""
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base = {base!r} is not a preset name or a file (or a list of them)")
+    return _resolve(base) if (PRESET_DIR / f"{base}.yaml").is_file() else _resolve(path.parent / base)
+
+
+def _compose(paths: list[Path], start: dict | None = None, seen: tuple[Path, ...] = ()) -> dict:
+    """Config files layered left to right, each over the ones before it (``_read_yaml``'s ``start``)."""
+    for path in paths:
+        start = _read_yaml(path, start, seen)
+    return start or {}
 
 
 def _yaml_where(e: yaml.YAMLError) -> str:
@@ -360,23 +419,30 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple
     return items
 
 
-def build_config(base: str | Path | RunConfig | None = None,
+def build_config(base: str | Path | RunConfig | list | tuple | None = None,
                  overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
     """The one way to make a run config: a base plus dotted overrides.
 
     ``base``: None (the paper's defaults, ``RunConfig()``), a preset name (``'embedded'``, see
-    ``presets()``), a YAML file (as saved in every results folder; it may name its own ``base:``)
-    or a ``RunConfig``. ``overrides``: ``{'model.num_queries': 4}`` or ``['model.num_queries=4']``
-    (values parsed as YAML). Unknown keys, wrong types and out-of-range values raise ``ConfigError``
-    naming the field.
+    ``presets()``), a YAML file (as saved in every results folder; it may name its own ``base:``),
+    a ``RunConfig``, or a list of presets and files layered left to right. Each layer applies over the
+    ones before it, and those take the place of the preset its ``base:`` chain starts from:
+    ``['didemo', 'released']`` is the released recipe with the DiDeMo preset in place of the embedded
+    default it otherwise starts from. ``overrides``: ``{'model.num_queries': 4}`` or
+    ``['model.num_queries=4']`` (values parsed as YAML). Unknown keys, wrong types and out-of-range
+    values raise ``ConfigError`` naming the field.
     """
+    if isinstance(base, (list, tuple)) and len(base) == 1:
+        base = base[0]
     if isinstance(base, RunConfig):
         data = base.to_dict()
     elif base is None:
         data = RunConfig().to_dict()
+    elif isinstance(base, (list, tuple)):
+        data = _compose([_resolve(b) for b in base])
+        base = " + ".join(str(b) for b in base)
     else:
-        path = _resolve(base)
-        data = _read_yaml(path)
+        data = _read_yaml(_resolve(base))
     for key, value in _parse_overrides(overrides):
         node = data
         parts = key.split(".")
@@ -420,4 +486,4 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, st
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type) or f.name in
-             ("model", "loss", "data", "train", "pem")}
+             ("model", "loss", "data", "train", "pem", "reference")}

@@ -111,6 +111,9 @@ def cmd_eval(args) -> None:
                        v2t_protocol=args.v2t_protocol)
     for name, m in rows.items():
         print(name.ljust(24), "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
+    if cfg.reference.rows():  # reported, not measured: its own row, after the run's
+        print(f"\nreference, not measured here: {cfg.reference.source}")
+        print("paper".ljust(24), "  ".join(f"{k}={'-' if v is None else f'{v:.1f}'}" for k, v in cfg.reference.rows().items()))
 
 
 def _qb_norm_banks(run_dir: Path) -> dict:

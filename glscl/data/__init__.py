@@ -10,12 +10,12 @@ def _unreadable(split: RetrievalSplit, progress: bool = False) -> dict[int, str]
     """Index -> reason for every video of ``split`` that cannot be opened or whose first frame does not decode."""
     from tqdm.auto import tqdm
 
-    from glscl.data.video import VideoError, load_clip
+    from glscl.data.video import VideoError, probe_video
 
     bad: dict[int, str] = {}
     for i, path in enumerate(tqdm(split.video_paths, desc=f"checking {split.name} videos", disable=not progress)):
         try:
-            load_clip(path, 1)
+            probe_video(path)
         except VideoError as e:
             bad[i] = str(e)
     return bad

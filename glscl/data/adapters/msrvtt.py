@@ -152,10 +152,12 @@ def unknown_caption_ids(root: str | Path) -> list[tuple[str, str, str]]:
     for index, entry in enumerate(data.get("sentences") or []):
         video_id = entry.get("video_id") if isinstance(entry, dict) else None
         if isinstance(video_id, str) and video_id not in known:
-            found.append((str(root / CAPTIONS_FILE), f"sentences[{index}]", f"video_id: caption for unknown video {video_id!r} (not in videos[])"))
+            reason = f"video_id: caption for unknown video {video_id!r} (not in videos[])"
+            found.append((str(root / CAPTIONS_FILE), f"sentences[{index}]", reason))
     if (root / TEST_FILE).is_file():
         for line, row in read_csv(root / TEST_FILE, ("video_id",)):
             video_id = clean_id(row["video_id"], root / TEST_FILE, f"line {line}", "video_id", quiet)
             if video_id and video_id not in known:
-                found.append((str(root / TEST_FILE), f"line {line}", f"video_id: caption for unknown video {video_id!r} (not in {CAPTIONS_FILE} videos[])"))
+                reason = f"video_id: caption for unknown video {video_id!r} (not in {CAPTIONS_FILE} videos[])"
+                found.append((str(root / TEST_FILE), f"line {line}", reason))
     return found

@@ -1,0 +1,157 @@
+"""Rehearsal at MSR-VTT's scale on this machine: data check, feature cache and one epoch from the cache.
+
+    nice -n 10 python benchmarks/rehearsal_msrvtt.py               # 10,000 videos (9k / 1k-A), 20 captions each
+    nice -n 10 python benchmarks/rehearsal_msrvtt.py --videos 2000  # a smaller rehearsal, same shape
+
+1. The world generator writes ``--videos`` clips (12 s at 1 fps, 64 px) under ``<root>/world``.
+2. Around them this script writes an MSR-VTT-shaped dataset in ``<root>/msrvtt``: ``MSRVTT_data.json``
+   (every video listed, 20 captions each: the world's caption and 19 rewordings of it),
+   ``MSRVTT_train.9k.csv`` (90 % of the videos), ``MSRVTT_JSFUSION_test.csv`` (the other 10 %, one caption
+   each, as 1k-A) and ``videos/`` (a link to the world's videos).
+3. It runs, each as its own ``glscl`` process: ``glscl data check``, ``glscl cache`` and ``glscl train`` for
+   one epoch from the cache, with the msrvtt preset on the package's tiny backbone (``glscl-tiny``, random
+   weights: this measures the pipeline, not retrieval quality). On two shared CPU cores a whole epoch
+   (about 1,400 steps of batch 128) takes hours, so by default the epoch stops after ``--max-steps`` steps
+   (``train.max_steps``) and its full time is extrapolated from them (``epoch_extrapolated``), then the
+   test split is evaluated as after any epoch.
+
+It writes ``benchmarks/results/rehearsal_msrvtt.json``: per step the command, wall time and the peak
+resident memory of the ``glscl`` process (its DataLoader workers not included), the disk taken by videos,
+annotations and the cache, and the machine. Steps already done are redone (the cache is rebuilt: it is
+removed first) so the figures are whole.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CAPTIONS_PER_VIDEO = 20
+# 19 rewordings of a world caption, so every video has 20 distinct captions as in MSR-VTT
+REWORDINGS = ("a clip where {}", "in this video {}", "we see that {}", "here {}", "the camera shows that {}",
+              "on a black background {}", "a short video: {}", "footage in which {}", "{} in a short clip",
+              "{} on screen", "{} in this footage", "watch as {}", "it shows how {}", "look: {}", "{} as we watch",
+              "an animation where {}", "somebody filmed how {}", "a scene in which {}, seen from above and shown for "
+              "a few seconds on a plain black background with nothing else moving around it at all", "{} here")
+
+
+def write_msrvtt_layout(world: Path, folder: Path) -> dict:
+    """MSR-VTT's annotation files around the world's videos (see the module docstring); returns the counts."""
+    from glscl.data.world import load_world
+
+    videos = sorted(load_world(world).videos, key=lambda v: int(v.video_id.removeprefix("video")))
+    folder.mkdir(parents=True, exist_ok=True)
+    n_test = len(videos) // 10
+    train, test = videos[:-n_test], videos[-n_test:]
+    sentences = [{"video_id": v.video_id, "caption": text, "sen_id": 0}
+                 for v in videos for text in (v.caption, *(r.format(v.caption) for r in REWORDINGS))]
+    for i, s in enumerate(sentences):
+        s["sen_id"] = i
+    data = {"videos": [{"video_id": v.video_id, "id": i} for i, v in enumerate(videos)], "sentences": sentences}
+    (folder / "MSRVTT_data.json").write_text(json.dumps(data))
+    with open(folder / "MSRVTT_train.9k.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["video_id"], *([v.video_id] for v in train)])
+    with open(folder / "MSRVTT_JSFUSION_test.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["key", "vid_key", "video_id", "sentence"],
+                                 *([f"ret{i}", f"msr{i}", v.video_id, v.caption] for i, v in enumerate(test))])
+    link = folder / "videos"
+    if not link.exists():
+        link.symlink_to((world / "videos").resolve())
+    return {"videos": len(videos), "train_videos": len(train), "test_videos": len(test), "captions": len(sentences)}
+
+
+def timed(name: str, argv: list[str], log: Path) -> dict:
+    """Run one ``glscl`` command as a child process: wall seconds, exit status and the child's peak RSS."""
+    cmd = [sys.executable, "-m", "glscl.cli", *argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    print(f"[{name}] glscl {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    print(f"[{name}] exit {code}, {seconds:.0f} s, peak RSS {usage.ru_maxrss / 2**20:.2f} GiB; log {log}", flush=True)
+    return {"command": "glscl " + " ".join(argv), "exit": code, "wall_s": round(seconds, 1),
+            "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3)}
+
+
+def disk(path: Path) -> int:
+    """Bytes of the files under ``path`` (links not followed)."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.exists() else 0
+
+
+def _extrapolate(record: dict, counts: dict, max_steps: int) -> dict | None:
+    """A whole epoch's training time from the steps run: seconds per step x steps per epoch (batch 128)."""
+    if not record.get("train_steps") or not max_steps:
+        return None
+    per_step = record["train_s"] / record["train_steps"]
+    steps = (counts["train_videos"] - 100) * CAPTIONS_PER_VIDEO // 128  # data.val_size = 100 videos carved for validation
+    return {"s_per_step": round(per_step, 2), "steps_per_epoch": steps, "epoch_s": round(per_step * steps),
+            "measured_steps": record["train_steps"]}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=10_000, help="videos in all (90 %% train, 10 %% test)")
+    parser.add_argument("--root", default="runs/rehearsal-msrvtt", help="working folder (world, dataset, cache, runs)")
+    parser.add_argument("--max-steps", type=int, default=60,
+                        help="training steps actually run (0: the whole epoch); the epoch's time is extrapolated from them")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "rehearsal_msrvtt.json"))
+    args = parser.parse_args(argv)
+    from glscl.data.world import WorldConfig, generate_world
+
+    root = Path(args.root).resolve()
+    n_test = args.videos // 10
+    world_cfg = WorldConfig(n_train=args.videos - n_test, n_val=0, n_test=n_test, frames=12, size=64)
+    start = time.perf_counter()
+    generate_world(root / "world", world_cfg, progress=True)
+    world_s = time.perf_counter() - start
+    counts = write_msrvtt_layout(root / "world", root / "msrvtt")
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    config = ["--config", "msrvtt", f"data.root={root / 'msrvtt'}", f"data.cache_dir={root / 'cache'}",
+              "model.backbone=glscl-tiny", "model.pretrained=null", "model.freeze_backbone=true",
+              f"out_dir={root / 'runs'}", "name=rehearsal", "data.num_workers=1"]
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    steps = {"data_check": timed("data check", ["data", "check", *config, "--workers", "2", "--out", str(root / "check")],
+                                 logs / "data_check.log"),
+             "cache": timed("cache", ["cache", *config], logs / "cache.log"),
+             "train_one_epoch": timed("train", ["train", *config, "train.epochs=1", f"train.max_steps={args.max_steps}",
+                                               "--no-resume"], logs / "train.log")}
+    metrics = root / "runs" / "rehearsal" / "metrics.json"
+    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    result = {
+        "command": "nice -n 10 python benchmarks/rehearsal_msrvtt.py" + (f" --videos {args.videos}" if args.videos != 10_000 else ""),
+        "scale": {**counts, "captions_per_video": CAPTIONS_PER_VIDEO, "world": {"frames": 12, "size": 64, "fps": 1}},
+        "world_generation_s": round(world_s, 1),
+        "steps": steps,
+        "train": {k: record.get(k) for k in ("train_steps", "cache_s", "train_s", "eval_s")},
+        "epoch_extrapolated": _extrapolate(record, counts, args.max_steps),
+        "disk_bytes": {"videos": disk(root / "world" / "videos"), "annotations": disk(root / "msrvtt"),
+                       "feature_cache": disk(root / "cache"), "probe_cache_and_report": disk(root / "check")},
+        "data_check_report": json.loads((root / "check" / "report.json").read_text()).get("splits")
+        if (root / "check" / "report.json").is_file() else None,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_at_end": os.getloadavg(),
+                    "note": "2 cores shared with other work; run under nice -n 10"},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

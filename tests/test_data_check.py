@@ -215,3 +215,20 @@ def test_estimates_use_gpu_check_figures(tmp_path, clip):
     assert "about 3 s of training steps (3 steps of B=2, T=12); decoding 2 s" in text
     assert "about 2 s of encoding" in text
     assert "feature cache: " in text and "d=512" in text
+
+
+def test_gpu_check_json_feeds_the_estimate(tmp_path, clip, monkeypatch):
+    """What benchmarks/gpu_check.py --json writes (here its CPU smoke run) is what --gpu-figures reads."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("gpu_check", Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)
+    spec.loader.exec_module(gpu_check)
+    figures = tmp_path / "figures.json"
+    gpu_check.main(["--smoke", "--json", str(figures)])
+    root, cfg = _dataset(tmp_path, "msvd", clip)
+    report = check_dataset(build_config(cfg, {"train.batch_size": 2}), probe_cache=tmp_path / "p.jsonl", progress=False,
+                           gpu_figures=figures)
+    assert any(line.startswith("end to end, one epoch: about") and "CPU smoke run" in line for line in report.estimates)

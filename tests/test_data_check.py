@@ -64,6 +64,17 @@ def test_each_preset_loads_and_composes_with_the_released_recipe(name):
     assert released.loss.released_beta == cfg.loss.released_beta
 
 
+def test_a_base_list_and_a_layered_file_compose_like_repeated_configs(tmp_path):
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("base: [didemo, released]\ntrain:\n  epochs: 2\n")
+    assert build_config(listed) == build_config(["didemo", "released"], {"train.epochs": 2})
+    mine = tmp_path / "mine.yaml"  # a file over the released recipe, layered over MSVD: MSVD takes embedded's place
+    mine.write_text("base: released\nmodel:\n  num_queries: 4\n")
+    cfg = build_config(["msvd", mine])
+    assert (cfg.data.dataset, cfg.model.backbone, cfg.model.num_queries, cfg.loss.variant) == ("msvd", "ViT-B-32", 4, "released")
+    assert build_config(mine).model.backbone == "glscl-tiny"  # alone, it starts from the embedded default
+
+
 def test_presets_carry_the_released_scripts_per_benchmark_values():
     got = {n: build_config(n) for n in BENCHMARKS}
     assert {n: (c.model.num_frames, c.model.max_words, c.train.batch_size, c.train.epochs) for n, c in got.items()} == {

@@ -302,29 +302,34 @@ def _published_sizes(report: CheckReport, splits: dict[str, RetrievalSplit]) -> 
 # -- estimates ---------------------------------------------------------------------------------------------
 
 def estimates(cfg, splits: dict[str, RetrievalSplit], gpu_figures: str | Path | None = None) -> list[str]:
-    """The feature cache's size for ``cfg`` (the arrays ``glscl.data.cache`` writes) and, given the JSON that
-    ``benchmarks/gpu_check.py --json`` writes, a rough time per epoch."""
-    width = backbone_width(cfg.model.backbone)
-    t, length = cfg.model.num_frames, cfg.model.max_words
+    """The feature cache's size for ``cfg`` and, given the JSON that ``benchmarks/gpu_check.py --json``
+    writes, a rough time per epoch."""
+    size = cache_bytes(cfg, splits)
     videos = sum(s.num_videos for s in splits.values())
     captions = sum(s.num_captions for s in splits.values())
-    if width is None:
+    if size is None:
         lines = [f"feature cache: unknown width for backbone {cfg.model.backbone!r}"]
     else:
-        size = videos * t * (2 * width + 1) + captions * (4 * width + length * (2 * width + 1) + 8)
-        lines = [f"feature cache: {_bytes(size)} for {videos:,} videos x T={t} and {captions:,} captions x L={length} "
-                 f"(d={width}, float16)"]
+        lines = [f"feature cache: {_bytes(size)} for {videos:,} videos x T={cfg.model.num_frames} and {captions:,} captions "
+                 f"x L={cfg.model.max_words} (float16)"]
     if gpu_figures:
         lines += _epoch_time(cfg, splits.get("train"), json.loads(Path(gpu_figures).read_text()))
     return lines
 
 
-def backbone_width(name: str) -> int | None:
-    """d, the joint embedding width of an open_clip model (or one of the package's configs), from its config."""
-    from glscl.model.backbone import _open_clip
+def cache_bytes(cfg, splits: dict[str, RetrievalSplit]) -> int | None:
+    """Bytes of the arrays ``glscl.data.cache`` writes for these splits (None: unknown backbone): per video
+    T x d float16 frames and T mask bytes; per caption a float32 d sentence vector, L x d float16 token
+    states, L mask bytes and an int64 video index."""
+    from glscl.model.backbone import embedding_width
 
-    config = _open_clip().get_model_config(name)
-    return int(config["embed_dim"]) if config else None
+    d = embedding_width(cfg.model.backbone)
+    if d is None:
+        return None
+    t, length = cfg.model.num_frames, cfg.model.max_words
+    videos = sum(s.num_videos for s in splits.values())
+    captions = sum(s.num_captions for s in splits.values())
+    return videos * t * (2 * d + 1) + captions * (4 * d + length * (2 * d + 1) + 8)
 
 
 def _epoch_time(cfg, train: RetrievalSplit | None, figures: dict) -> list[str]:

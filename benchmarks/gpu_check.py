@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_check.py             # one CUDA GPU; sized to finish within 8 minutes
     python benchmarks/gpu_check.py --smoke     # tiny sizes on the CPU, seconds (what the test runs)
+    python benchmarks/gpu_check.py --json figures.json   # also as JSON, for glscl data check --gpu-figures
 
 Rows (full sizes; ``--smoke`` shrinks every one of them):
 
@@ -332,6 +333,7 @@ def format_table(rows: list[Row], memory_header: str) -> str:
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, one thread (seconds)")
+    parser.add_argument("--json", metavar="FILE", help="also write the sizes and rows as JSON (glscl data check --gpu-figures reads it)")
     args = parser.parse_args(argv)
     import torch
 
@@ -362,6 +364,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
         torch.set_num_threads(threads)
     print(format_table(rows, "peak CUDA GiB" if device.type == "cuda" else "peak RSS GiB"))
     print(f"total {time.perf_counter() - start:.0f} s", flush=True)
+    if args.json:
+        import json
+        from dataclasses import asdict
+
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU smoke run"
+        Path(args.json).write_text(json.dumps({"source": f"benchmarks/gpu_check.py on {where}", "sizes": asdict(s),
+                                               "rows": [asdict(r) for r in rows]}, indent=1))
     return rows
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The ``glscl`` command: world, pretrain, cache, train, eval, ablate, bench, demo.
+"""The ``glscl`` command: world, pretrain, cache, train, data check, eval, ablate, bench, demo.
 
 Configs: ``--config run.yaml`` and/or ``section.key=value`` overrides (values parsed as YAML),
 e.g. ``glscl train data.cache_dir=.cache model.num_queries=4 train.epochs=10``.
@@ -38,8 +38,9 @@ def _load_cfg(args):
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a preset name (embedded, ...) or a run config YAML (as saved in every results folder); "
-                                    "default: the paper's settings")
+    p.add_argument("--config", action="append", help="a preset name (embedded, msrvtt, released, ...) or a run config YAML "
+                   "(as saved in every results folder); default: the paper's settings. Repeat to layer configs left to "
+                   "right: --config didemo --config released")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. model.num_queries=4")
 
 
@@ -126,6 +127,9 @@ def cmd_eval(args) -> None:
                        v2t_protocol=args.v2t_protocol)
     for name, m in rows.items():
         print(name.ljust(24), "  ".join(f"{k}={v:.1f}" for k, v in m.items()))
+    if cfg.reference.rows():  # reported, not measured: its own row, after the run's
+        print(f"\nreference, not measured here: {cfg.reference.source}")
+        print("paper".ljust(24), "  ".join(f"{k}={'-' if v is None else f'{v:.1f}'}" for k, v in cfg.reference.rows().items()))
 
 
 def _qb_norm_banks(run_dir: Path) -> dict:
@@ -146,6 +150,15 @@ def _qb_norm_banks(run_dir: Path) -> dict:
     bank_t2v = similarity_matrix(head, encode_texts(head, cached_texts(caches["train"])), cached_videos(caches["test"]))
     bank_v2t = similarity_matrix(head, encode_texts(head, cached_texts(caches["test"])), cached_videos(caches["train"])).T
     return {"bank_t2v": bank_t2v, "bank_v2t": bank_v2t}
+
+
+def cmd_data_check(args) -> int:
+    from glscl.data.check import check_dataset
+    cfg = _load_cfg(args)
+    folder = Path(args.out or Path(cfg.out_dir) / f"data-check-{cfg.data.dataset}")
+    report = check_dataset(cfg, workers=args.workers, probe_cache=folder / "probes.jsonl", gpu_figures=args.gpu_figures)
+    print(report.summary(report.write(folder / "report.json")))
+    return 2 if report.errors else 0
 
 
 LAB_COMMANDS = {
@@ -209,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="start over even if the results folder holds a run of another config: it is first renamed to "
                                 "<name>.old-<time> (nothing is deleted)")
         p.set_defaults(func=func)
+
+    from glscl.data import check as data_check
+    p = sub.add_parser("data", help="dataset tools: glscl data check", formatter_class=raw)
+    check = p.add_subparsers(dest="data_command", required=True, metavar="command").add_parser(
+        "check", formatter_class=raw, help="check a dataset for a config without training (exit 2: a run would stop)",
+        description=data_check.__doc__)
+    _add_config_args(check)
+    check.add_argument("--workers", type=int, default=4, help="videos probed at once")
+    check.add_argument("--out", help="folder of report.json and the probe cache (default <out_dir>/data-check-<dataset>)")
+    check.add_argument("--gpu-figures", help="JSON written by benchmarks/gpu_check.py --json: adds a rough time per epoch")
+    check.set_defaults(func=cmd_data_check)
 
     p = sub.add_parser("eval", help="metrics of a finished run (optionally with DSL or QB-Norm, marked transductive)", formatter_class=raw)
     p.add_argument("run", help="results folder of a run")

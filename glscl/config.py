@@ -22,9 +22,17 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names the field."""
+from glscl.config_files import (  # noqa: F401 (ConfigError, PRESET_DIR, presets, read_yaml_mapping: re-exported)
+    PRESET_DIR,
+    ConfigError,
+    compose_files,
+    presets,
+    read_config_file,
+    read_yaml_mapping,
+    resolve_config_file,
+    yaml_problem,
+    yaml_where,
+)
 
 
 class ConfigTypeError(ConfigError):
@@ -261,6 +269,41 @@ class PEMConfig(_Section):
             raise ConfigError(f"pem.crop_min_area = {self.crop_min_area} exceeds pem.crop_max_area = {self.crop_max_area}")
 
 
+RESULT_NAMES = ("R@1", "R@5", "R@10", "MdR", "MnR")
+"""The five numbers a reference row holds per direction, in this order."""
+
+_FIVE = tuple[float | None, float | None, float | None, float | None, float | None]
+
+
+@dataclass(frozen=True)
+class ReferenceConfig(_Section):
+    """The paper's reported results on the benchmark: shown beside a run's as a separate row, never mixed
+    with its measured metrics, and not part of the run's fingerprint (they change no result)."""
+
+    section: typing.ClassVar[str] = "reference"
+
+    source: str | None = _field(None, "Where the reference numbers come from (paper, table, protocol); None = no reference.")
+    t2v: _FIVE = _field((None,) * 5, "Text-to-video R@1, R@5, R@10, MdR, MnR as the source reports them (null where it gives none).")
+    v2t: _FIVE = _field((None,) * 5, "Video-to-text R@1, R@5, R@10, MdR, MnR as the source reports them (null where it gives none).")
+
+    def check(self) -> None:
+        for direction in ("t2v", "v2t"):
+            for name, value in zip(RESULT_NAMES, getattr(self, direction)):
+                if value is None:
+                    continue
+                if name.startswith("R@") and not 0 <= value <= 100:
+                    raise ConfigError(f"reference.{direction} {name} = {value} is out of range: a recall is in [0, 100]")
+                if not name.startswith("R@") and value < 1:
+                    raise ConfigError(f"reference.{direction} {name} = {value} is out of range: a rank is >= 1")
+        if self.source is None and self.rows():
+            raise ConfigError("reference.source is not set: name the paper and table the reference numbers come from")
+
+    def rows(self) -> dict[str, float | None]:
+        """The reference numbers keyed like measured metrics ('t2v_R@1', ...); {} when there are none."""
+        out = {f"{d}_{n}": v for d in ("t2v", "v2t") for n, v in zip(RESULT_NAMES, getattr(self, d))}
+        return out if any(v is not None for v in out.values()) else {}
+
+
 @dataclass(frozen=True)
 class RunConfig(_Section):
     """Everything one run needs; saved as config.yaml beside every result."""
@@ -275,6 +318,7 @@ class RunConfig(_Section):
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Data."})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Optimisation."})
     pem: PEMConfig = field(default_factory=PEMConfig, metadata={"help": "Prompt entity modeling (ALPRO)."})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={"help": "The paper's reported results."})
 
     def check(self) -> None:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
@@ -283,68 +327,6 @@ class RunConfig(_Section):
             raise ConfigError(f"loss.pem_weight = {self.loss.pem_weight} needs pixels (prompt entity modeling trains end to end): unset data.cache_dir")
         if self.loss.pem_weight > 0 and self.pem.prompter is None and self.model.pretrained is None:
             raise ConfigError("loss.pem_weight > 0 needs a VTC-trained prompter: set pem.prompter (model.pretrained is None)")
-
-
-PRESET_DIR = Path(__file__).parent / "presets"
-
-
-def presets() -> list[str]:
-    """Names of the presets shipped in ``glscl/presets`` (YAML files, e.g. ``embedded``)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def _merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _resolve(base: str | Path) -> Path:
-    """A preset name ('embedded') or a YAML file."""
-    if isinstance(base, str) and (PRESET_DIR / f"{base}.yaml").is_file():
-        return PRESET_DIR / f"{base}.yaml"
-    path = Path(base)
-    if not path.is_file():
-        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
-            raise ConfigError(f"config file {path} does not exist")
-        raise ConfigError(f"config '{base}' is neither a preset ({', '.join(presets())}) nor an existing YAML file")
-    return path
-
-
-def read_yaml_mapping(path: Path, what: str) -> dict:
-    """A YAML file that holds a mapping (an empty file: {}); otherwise one-line ``ConfigError``s naming
-    the file, with line and column for syntax errors. ``what`` says what the mapping should be."""
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML{_yaml_where(e)} ({_yaml_problem(e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected {what}, got {type(data).__name__}")
-    return data
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    """A config file as a nested dict, with its ``base:`` (a preset or another file) merged underneath."""
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'base' chain loops back to {path}")
-    data = read_yaml_mapping(path, "a mapping of config sections")
-    base = data.pop("base", None)
-    if base is None:
-        return data
-    parent = _resolve(base) if (PRESET_DIR / f"{base}.yaml").is_file() else _resolve(path.parent / base)
-    return _merge(_read_yaml(parent, seen + (path.resolve(),)), data)
-
-
-def _yaml_where(e: yaml.YAMLError) -> str:
-    """' at line L, column C' of a YAML error (1-based), when it has a position."""
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    return " ".join(str(problem).split())
 
 
 def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
@@ -360,28 +342,35 @@ def _parse_overrides(overrides: list[str] | dict[str, Any] | None) -> list[tuple
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {key.strip()}: {raw!r} is not a valid YAML value{_yaml_where(e)} ({_yaml_problem(e)})") from None
+            raise ConfigError(f"override {key.strip()}: {raw!r} is not a valid YAML value{yaml_where(e)} ({yaml_problem(e)})") from None
         items.append((key.strip(), value))
     return items
 
 
-def build_config(base: str | Path | RunConfig | None = None,
+def build_config(base: str | Path | RunConfig | list | tuple | None = None,
                  overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
     """The one way to make a run config: a base plus dotted overrides.
 
     ``base``: None (the paper's defaults, ``RunConfig()``), a preset name (``'embedded'``, see
-    ``presets()``), a YAML file (as saved in every results folder; it may name its own ``base:``)
-    or a ``RunConfig``. ``overrides``: ``{'model.num_queries': 4}`` or ``['model.num_queries=4']``
-    (values parsed as YAML). Unknown keys, wrong types and out-of-range values raise ``ConfigError``
-    naming the field.
+    ``presets()``), a YAML file (as saved in every results folder; it may name its own ``base:``),
+    a ``RunConfig``, or a list of presets and files layered left to right. Each layer applies over the
+    ones before it, and those take the place of the preset its ``base:`` chain starts from:
+    ``['didemo', 'released']`` is the released recipe with the DiDeMo preset in place of the embedded
+    default it otherwise starts from. ``overrides``: ``{'model.num_queries': 4}`` or
+    ``['model.num_queries=4']`` (values parsed as YAML). Unknown keys, wrong types and out-of-range
+    values raise ``ConfigError`` naming the field.
     """
+    if isinstance(base, (list, tuple)) and len(base) == 1:
+        base = base[0]
     if isinstance(base, RunConfig):
         data = base.to_dict()
     elif base is None:
         data = RunConfig().to_dict()
+    elif isinstance(base, (list, tuple)):
+        data = compose_files([resolve_config_file(b) for b in base])
+        base = " + ".join(str(b) for b in base)
     else:
-        path = _resolve(base)
-        data = _read_yaml(path)
+        data = read_config_file(resolve_config_file(base))
     given = _parse_overrides(overrides)
     for key, value in given:
         node = data
@@ -434,4 +423,4 @@ def describe(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, st
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.type) or f.name in
-             ("model", "loss", "data", "train", "pem")}
+             ("model", "loss", "data", "train", "pem", "reference")}

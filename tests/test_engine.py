@@ -305,9 +305,11 @@ def test_fingerprint_ignores_only_the_fields_that_do_not_change_results(tiny_wor
     from glscl.engine.results_folder import NOT_FINGERPRINTED, fingerprint, fingerprint_fields
 
     cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache")
-    assert set(NOT_FINGERPRINTED) == {"name", "out_dir", "device", "data.num_workers"}
+    assert set(NOT_FINGERPRINTED) == {"name", "out_dir", "device", "data.num_workers",
+                                      "reference.source", "reference.t2v", "reference.v2t"}
     same = build_config(cfg, {"name": "other", "out_dir": "elsewhere", "device": "auto", "data.num_workers": 7,
-                              "data.cache_dir": str(tmp_path / "another-cache")})
+                              "data.cache_dir": str(tmp_path / "another-cache"), "reference.source": "a paper",
+                              "reference.t2v": [40.0, None, None, None, None]})
     assert fingerprint(same) == fingerprint(cfg)
     for key, value in {"model.num_queries": 2, "train.lr": 0.5, "data.root": "x", "data.cache_dir": None,
                        "loss.variant": "released", "train.eval_every": 2, "data.video_ext": ".avi"}.items():

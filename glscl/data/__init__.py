@@ -8,13 +8,13 @@ from glscl.data.splits import SPLITS, RetrievalSplit
 
 def _unreadable(split: RetrievalSplit, progress: bool = False) -> dict[int, str]:
     """Index -> reason for every video of ``split`` that cannot be opened or whose first frame does not decode."""
-    from glscl.data.video import VideoError, load_clip
+    from glscl.data.video import VideoError, probe_video
     from glscl.progress import progress_bar
 
     bad: dict[int, str] = {}
     for i, path in enumerate(progress_bar(split.video_paths, desc=f"checking {split.name} videos", enabled=progress)):
         try:
-            load_clip(path, 1)
+            probe_video(path)
         except VideoError as e:
             bad[i] = str(e)
     return bad
@@ -76,31 +76,46 @@ def load_split(cfg, split: str) -> RetrievalSplit:
     (MSR-VTT without MSRVTT_val.csv, ActivityNet) takes ``min(data.val_size, 10 % of the training
     videos)`` videos, at least 1; a note is printed when that is fewer than ``data.val_size``.
     """
+    result = annotated_split(cfg, split)
+    return drop_unreadable_videos(result) if cfg.skip_bad else result
+
+
+def annotated_split(cfg, split: str, skip_bad: bool | None = None, announce: bool = True) -> RetrievalSplit:
+    """``split`` as the annotation files give it, no video opened. ``skip_bad`` (default ``cfg.skip_bad``):
+    record bad annotation rows in ``split.skipped`` instead of stopping at the first."""
     from glscl.data.adapters import load_dataset
 
     name = "msrvtt" if cfg.dataset == "world" else cfg.dataset
-    kwargs = {"video_dir": cfg.video_dir, "video_ext": cfg.video_ext, "skip_bad": cfg.skip_bad}
+    skip = cfg.skip_bad if skip_bad is None else skip_bad
+    kwargs = {"video_dir": cfg.video_dir, "video_ext": cfg.video_ext, "skip_bad": skip}
     if name in ("msrvtt", "activitynet") and split != "test":
-        kwargs["val_size"] = _val_size(cfg, name, announce=split == "val")
+        kwargs["val_size"] = _val_size(cfg, name, announce=announce and split == "val")
     result = load_dataset(name, cfg.root, split, **kwargs)
-    if cfg.skip_bad:
-        result = drop_unreadable_videos(result)
     return dataclasses.replace(result, dataset=cfg.dataset) if cfg.dataset == "world" else result
 
 
-def refuse_overlap(splits: dict[str, RetrievalSplit]) -> None:
-    """Refuse splits that share a video id (train/val, train/test, val/test), naming the files."""
-    from glscl.data.adapters import DatasetError
-
+def split_overlaps(splits: dict[str, RetrievalSplit]) -> list[str]:
+    """One line per pair of splits that share a video id (train/val, train/test, val/test), naming the files."""
     names = [s for s in SPLITS if s in splits]
+    lines = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             shared = sorted(set(splits[a].video_ids) & set(splits[b].video_ids))
             if shared:
                 files = " and ".join(dict.fromkeys(f for s in (a, b) for f in splits[s].source)) or "the annotation files"
                 shown = ", ".join(repr(v) for v in shared[:3]) + (", ..." if len(shared) > 3 else "")
-                raise DatasetError(f"the {a} and {b} splits share {len(shared)} video(s) ({shown}): {files}; "
-                                   "a video may belong to one split only")
+                lines.append(f"the {a} and {b} splits share {len(shared)} video(s) ({shown}): {files}; "
+                             "a video may belong to one split only")
+    return lines
+
+
+def refuse_overlap(splits: dict[str, RetrievalSplit]) -> None:
+    """Refuse splits that share a video id, naming the files (the first overlap of ``split_overlaps``)."""
+    from glscl.data.adapters import DatasetError
+
+    overlaps = split_overlaps(splits)
+    if overlaps:
+        raise DatasetError(overlaps[0])
 
 
 def load_splits(cfg, names: tuple[str, ...] = SPLITS) -> dict[str, RetrievalSplit]:

@@ -46,16 +46,12 @@ def sample_frame_indices(num_native_frames: int, native_fps: float, num_frames: 
     return candidates, len(candidates)
 
 
-def load_clip(path: str | os.PathLike, num_frames: int, sample_fps: float = 1.0,
-              size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decodes a video into (frames, mask): frames (num_frames, H, W, 3) uint8, zero after the
-    real frames; mask (num_frames,) bool, True for real frames. size: decode at size x size
-    (decord's own scaler); None keeps the native size. Raises VideoError for a missing, corrupt,
-    truncated or empty video.
-    """
-    path = Path(path)
+def _open(path: Path, size: int | None = None) -> tuple[VideoReader, int, float]:
+    """(reader, native frames, native fps) of a video file; ``VideoError`` naming the file otherwise."""
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: cannot be opened as a video: empty file (0 bytes)")
     try:
         resize = {"width": size, "height": size} if size else {}
         reader = VideoReader(str(path), ctx=cpu(0), num_threads=1, **resize)
@@ -66,6 +62,30 @@ def load_clip(path: str | os.PathLike, num_frames: int, sample_fps: float = 1.0,
         raise VideoError(f"{path}: the video has no frames")
     if not (math.isfinite(native_fps) and native_fps > 0):
         raise VideoError(f"{path}: invalid frame rate {native_fps}")
+    return reader, num_native_frames, native_fps
+
+
+def probe_video(path: str | os.PathLike) -> tuple[int, float]:
+    """(native frames, native fps) of a video whose first frame decodes: the cheap check run before
+    training and by ``glscl data check``. Raises ``VideoError`` like ``load_clip``."""
+    path = Path(path)
+    reader, num_native_frames, native_fps = _open(path)
+    try:
+        reader.get_batch([0])
+    except (DECORDError, RuntimeError):
+        raise VideoError(f"{path}: decoding failed (corrupt or truncated video)") from None
+    return num_native_frames, native_fps
+
+
+def load_clip(path: str | os.PathLike, num_frames: int, sample_fps: float = 1.0,
+              size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decodes a video into (frames, mask): frames (num_frames, H, W, 3) uint8, zero after the
+    real frames; mask (num_frames,) bool, True for real frames. size: decode at size x size
+    (decord's own scaler); None keeps the native size. Raises VideoError for a missing, corrupt,
+    truncated or empty video.
+    """
+    path = Path(path)
+    reader, num_native_frames, native_fps = _open(path, size)
     indices, num_valid = sample_frame_indices(num_native_frames, native_fps, num_frames, sample_fps)
     try:
         decoded = torch.from_numpy(reader.get_batch(indices.tolist()).asnumpy())

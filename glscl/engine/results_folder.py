@@ -6,7 +6,8 @@ test_similarity.pt, checkpoints/{last,best} (and skipped.json when bad items wer
 Fingerprint: sha256 of the config fields that change results, as sorted JSON (``fingerprint.json``
 stores it with the fields). Left out (``NOT_FINGERPRINTED``): ``name`` and ``out_dir`` (where the
 folder is, not what it holds), ``device`` (the same run on another device) and
-``data.num_workers`` (how many processes decode). Of ``data.cache_dir`` only whether it is set
+``data.num_workers`` (how many processes decode) and the ``reference`` section (the paper's numbers,
+shown beside the run's). Of ``data.cache_dir`` only whether it is set
 counts (cache or end to end): the cache's own folder name already hashes the features. Every other
 field counts, paths as written. A field added to the config after a folder was written counts as
 unchanged when the new value is its default.
@@ -38,7 +39,7 @@ from glscl.config import ConfigError, RunConfig, load_config, save_config
 from glscl.engine import distributed as dist
 from glscl.files import atomic_write, write_json
 
-NOT_FINGERPRINTED = ("name", "out_dir", "device", "data.num_workers")
+NOT_FINGERPRINTED = ("name", "out_dir", "device", "data.num_workers", "reference.source", "reference.t2v", "reference.v2t")
 FINGERPRINT_FILE = "fingerprint.json"
 RESULT_FILES = ("checkpoints", "metrics.json", "curve.csv", "test_similarity.pt")
 

@@ -11,7 +11,8 @@ and its loss (``glscl.losses.create_loss``) for both routes; ``loss.pem_weight >
 prompt entity modeling (end to end only).
 
 The checkpoint evaluated on test is the one that scored best on the validation split. The
-results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads.
+results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads, plus,
+when the config carries the paper's numbers (``reference``), one ``reference`` entry holding them.
 
 Nothing silent, nothing lost. Before any data is read, the results folder is checked: when it
 holds a run of another config the run stops, naming the fields that differ
@@ -214,6 +215,8 @@ def _run(cfg: RunConfig, *, progress: bool, resume: bool, overwrite: bool, stop_
               "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
               "head": cfg.model.head, "pem_weight": cfg.loss.pem_weight,
               "skipped_items": sum(len(s.skipped) for s in splits.values())}
+    if cfg.reference.rows():  # the paper's numbers: one nested entry, apart from the measured metrics
+        record["reference"] = {"source": cfg.reference.source, **cfg.reference.rows()}
     if dist.is_main():
         skipped = [{"split": name, "file": f, "row": row, "reason": why} for name, s in splits.items() for f, row, why in s.skipped]
         if skipped:

@@ -49,6 +49,13 @@ def _open_clip():
     return open_clip
 
 
+def embedding_width(name: str) -> int | None:
+    """d, the joint embedding width of the open_clip model ``name`` (or a package config), read from its
+    config without building it; None for an unknown name."""
+    config = _open_clip().get_model_config(name)
+    return int(config["embed_dim"]) if config else None
+
+
 @dataclass
 class TextFeatures:
     """tokens: token states (B x L x d); mask: real tokens (B x L); sentence: end-of-text state (B x d)."""

@@ -54,6 +54,7 @@ __all__ = [
     "ADAPTERS",
     "CARVE_POOLS",
     "DatasetError",
+    "UNKNOWN_CAPTIONS",
     "load_activitynet",
     "load_dataset",
     "load_didemo",
@@ -85,3 +86,11 @@ def load_dataset(name: str, root: str | Path, split: str, **kwargs: Any) -> Retr
     if key not in ADAPTERS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(ADAPTERS))}")
     return ADAPTERS[key](root, split, **kwargs)
+
+
+# datasets with a registry of their videos beside the captions: root -> (file, row, reason) of captions
+# for videos the registry does not list (see ``glscl.data.check``)
+UNKNOWN_CAPTIONS: dict[str, Callable[[str | Path], list[tuple[str, str, str]]]] = {
+    "msrvtt": msrvtt.unknown_caption_ids,
+}
+

@@ -135,3 +135,29 @@ def _test_ids(path: Path) -> set[str]:
     rows = read_csv(path, ("video_id",))
     ids = (clean_id(row["video_id"], path, f"line {line}", "video_id", quiet) for line, row in rows)
     return {video_id for video_id in ids if video_id}
+
+
+def unknown_caption_ids(root: str | Path) -> list[tuple[str, str, str]]:
+    """(file, row, reason) of every caption whose video id is not among the videos ``MSRVTT_data.json``
+    lists (its ``sentences`` and the 1k-A test rows): the adapter ignores such captions or finds no
+    video for them, so they mean annotation files from different releases."""
+    root = Path(root)
+    data = read_json(root / CAPTIONS_FILE)
+    listed = data.get("videos") if isinstance(data, dict) else None
+    if not isinstance(listed, list):
+        return []  # no registry of videos to check against (the adapter needs none)
+    known = {v.get("video_id") for v in listed if isinstance(v, dict)}
+    quiet = Reporter(skip_bad=True)
+    found = []
+    for index, entry in enumerate(data.get("sentences") or []):
+        video_id = entry.get("video_id") if isinstance(entry, dict) else None
+        if isinstance(video_id, str) and video_id not in known:
+            reason = f"video_id: caption for unknown video {video_id!r} (not in videos[])"
+            found.append((str(root / CAPTIONS_FILE), f"sentences[{index}]", reason))
+    if (root / TEST_FILE).is_file():
+        for line, row in read_csv(root / TEST_FILE, ("video_id",)):
+            video_id = clean_id(row["video_id"], root / TEST_FILE, f"line {line}", "video_id", quiet)
+            if video_id and video_id not in known:
+                reason = f"video_id: caption for unknown video {video_id!r} (not in {CAPTIONS_FILE} videos[])"
+                found.append((str(root / TEST_FILE), f"line {line}", reason))
+    return found

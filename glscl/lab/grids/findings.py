@@ -62,7 +62,7 @@ def _cond(c: dict) -> str:
 
 def claim_lines(claim: dict, table: pd.DataFrame, world: str = "scenes") -> list[str]:
     """The markdown of one claim on one world: verdict, effect and interval, per-seed differences,
-    resolution; on the scenes world also the verdict per caption kind."""
+    resolution, and the verdict per caption kind where the records hold R@1 per kind."""
     metric = claim.get("metric", "t2v_R@1")
     d = paired(table, claim["a"], claim["b"], metric)
     if d.n == 0:
@@ -172,8 +172,8 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
     parts += mechanism_lines(tables)
     parts += ["## Verdicts", "",
               "Each claim on the scenes world (the embedded default), and on the objects world where its grid "
-              "runs there too; on the scenes world also per caption kind (t2v R@1 of the captions of one kind, "
-              "ranked against the whole gallery).", ""]
+              "runs there too; below each, the same difference per caption kind (t2v R@1 of the captions of "
+              "one kind, ranked against the whole gallery).", ""]
     for claim in claims:
         for job in (claim["grid"], claim["grid"] + OBJECTS):
             if job in tables:

@@ -95,7 +95,8 @@ def test_reference_numbers_are_checked_and_kept_out_of_the_fingerprint():
     with pytest.raises(ConfigError, match=r"^reference.source is not set"):
         build_config(None, {"reference.t2v": [40.0, None, None, None, None]})
     assert fingerprint(build_config("msrvtt")) == fingerprint(build_config("msrvtt", {"reference.source": None,
-                                                                                       "reference.t2v": [None] * 5}))
+                                                                                       "reference.t2v": [None] * 5,
+                                                                                       "reference.v2t": [None] * 5}))
 
 
 # -- data check on clean fixtures --------------------------------------------------------------------------

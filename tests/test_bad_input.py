@@ -607,7 +607,11 @@ def test_every_interruption_ends_in_one_line(lab, capsys, tmp_path, monkeypatch,
         monkeypatch.setattr(cluster, "disconnect", lambda: disconnected.append(True))
         monkeypatch.setattr(cluster, "resources_per_run", lambda *a: (1.0, 0.0))
         monkeypatch.setattr(cluster, "run_all", stop)
-    assert main(argv) == status
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is Ctrl-C, however pytest was started
+    try:
+        assert main(argv) == status
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert "Traceback" not in err and _last_line(err).startswith(f"glscl {command}: interrupted")
     if command not in ("eval", "pretrain"):

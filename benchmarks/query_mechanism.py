@@ -39,23 +39,13 @@ from glscl.engine.demo import prepare_embedded
 from glscl.engine.diversity import item_diversity
 from glscl.engine.evaluate import encode_texts, encode_videos
 from glscl.engine.loading import load_run
+from glscl.engine.mechanism import pairwise_cosine
 from glscl.engine.run import build_caches, indexed_caches, load_backbone, run
 from glscl.engine.train import cached_encoder, seed_everything
 from glscl.losses import info_nce, intra_diversity
 from glscl.model.factory import create_head
 
 WEIGHTS = (0.1, 1.0)
-
-
-def off_diagonal_cos(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per item (B x K x n): mean over k != l (both real when ``mask`` (B x K) is given) of cos(x_k, x_l), (B,)."""
-    x = F.normalize(x.double(), dim=-1)
-    cos = x @ x.transpose(1, 2)
-    k = x.shape[1]
-    pair = ~torch.eye(k, dtype=torch.bool).expand(x.shape[0], k, k)
-    if mask is not None:
-        pair = pair & mask[:, :, None] & mask[:, None, :]
-    return ((cos * pair).sum((1, 2)) / pair.sum((1, 2)).clamp_min(1)).float()
 
 
 def config(root: Path, out: Path, weight: float, seed: int, epochs: int):
@@ -101,17 +91,17 @@ def test_figures(head, cache) -> dict[str, float]:
         out[f"{name}_cos"], out[f"{name}_erank"] = float(cos.mean()), float(erank.mean())
     vmaps = torch.cat([local.attention_maps(v.frames, v.mask, "video") for v in videos], dim=1)
     for i in range(vmaps.shape[0]):
-        out[f"vmap{i}"] = float(off_diagonal_cos(vmaps[i]).mean())
+        out[f"vmap{i}"] = float(pairwise_cosine(vmaps[i]).mean())
     tmaps = torch.cat([local.attention_maps(f.tokens, f.mask, "text")
                        for f in cached_texts(cache)], dim=1)
     for i in range(tmaps.shape[0]):
-        out[f"tmap{i}"] = float(off_diagonal_cos(tmaps[i]).mean())
-    out["frame_cos"] = float(off_diagonal_cos(frames, mask).mean())
+        out[f"tmap{i}"] = float(pairwise_cosine(tmaps[i]).mean())
+    out["frame_cos"] = float(pairwise_cosine(frames, mask).mean())
     out["frame_norm"] = float(frames.norm(dim=-1)[mask].mean())
     out["query_norm"] = float(local.video_queries.norm(dim=-1).mean())
     for i, u in sorted(updates.items()):
         u = torch.cat(u)
-        out[f"u{i}_norm"], out[f"u{i}_cos"] = float(u.norm(dim=-1).mean()), float(off_diagonal_cos(u).mean())
+        out[f"u{i}_norm"], out[f"u{i}_cos"] = float(u.norm(dim=-1).mean()), float(pairwise_cosine(u).mean())
     return out
 
 

@@ -30,6 +30,20 @@ from glscl.engine.metrics import t2v_ranks
 from glscl.model.interaction import global_interaction_weights
 
 
+def pairwise_cosine(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per item (B x K x n): the mean over k != l of cos(x_k, x_l), both real when ``mask`` (B x K) is
+    given; (B,) in float64, NaN for an item with fewer than two real rows."""
+    x = F.normalize(x.double(), dim=-1)
+    k = x.shape[1]
+    pair = ~torch.eye(k, dtype=torch.bool, device=x.device).expand(x.shape[0], k, k)
+    if mask is not None:
+        m = mask.bool()
+        pair = pair & m[:, :, None] & m[:, None, :]
+    n_pairs = pair.sum((1, 2))
+    mean = ((x @ x.transpose(1, 2)) * pair).sum((1, 2)) / n_pairs.clamp_min(1)
+    return mean.masked_fill(n_pairs == 0, float("nan"))
+
+
 class FrameSimilarity:
     """Running mean of the frame cosine (module docstring) over the (frames, mask) blocks that ``tap`` passes on."""
 
@@ -38,13 +52,10 @@ class FrameSimilarity:
 
     def tap(self, blocks):
         for frames, mask in blocks:
-            x = F.normalize(frames.double(), dim=-1)
-            m = mask.bool()
-            pair = (m[:, :, None] & m[:, None, :]) & ~torch.eye(m.shape[1], dtype=torch.bool, device=m.device)
-            n_pairs = pair.sum((1, 2))
-            per_video = ((x @ x.transpose(1, 2)) * pair).sum((1, 2)) / n_pairs.clamp_min(1)
-            self.total += float(per_video[n_pairs > 0].sum())
-            self.n += int((n_pairs > 0).sum())
+            per_video = pairwise_cosine(frames, mask)
+            real = ~per_video.isnan()
+            self.total += float(per_video[real].sum())
+            self.n += int(real.sum())
             yield frames, mask
 
     def record(self) -> dict[str, float]:

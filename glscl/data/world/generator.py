@@ -36,6 +36,7 @@ from glscl.data.world.specs import (
     reverse_clip,
     speed_for,
 )
+from glscl.files import atomic_write
 from glscl.progress import progress_bar
 
 MP4_PARAMS = ("-crf", "4", "-threads", "1", "-movflags", "+faststart")  # near-lossless, one thread per file
@@ -201,10 +202,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
         raise RuntimeError(f"{path}: ffmpeg failed ({reason[0]})")
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:
@@ -246,7 +245,7 @@ def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), pr
     (root / WORLD_FILE).unlink(missing_ok=True)
     if not resuming:
         shutil.rmtree(root / "videos", ignore_errors=True)
-        _write_text_atomically(marker, json.dumps(config))
+        write_text(marker, json.dumps(config))
     (root / "videos").mkdir(exist_ok=True)
     for partial in (root / "videos").glob("*.partial-*.mp4"):  # a write a kill cut short
         partial.unlink()
@@ -270,7 +269,7 @@ def generate_world(root: str | os.PathLike, cfg: WorldConfig = WorldConfig(), pr
     _write_msrvtt_files(root, videos)
     meta = {"format": WORLD_FORMAT, "config": config, "videos": [v.to_json(cfg.frames) for v in videos]}
     meta["twin_pairs"] = [list(pair) for pair in World(root, cfg, tuple(videos)).twin_pairs]
-    _write_text_atomically(root / WORLD_FILE, json.dumps(meta, indent=1))
+    write_text(root / WORLD_FILE, json.dumps(meta, indent=1))
     marker.unlink()
     return root
 
@@ -292,14 +291,14 @@ def _write_msrvtt_files(root: Path, videos: Sequence[WorldVideo]) -> None:
         "sentences": [{"video_id": v.video_id, "caption": c.text, "sen_id": i}
                       for i, (v, c) in enumerate((v, c) for v in videos for c in v.captions)],
     }
-    _write_text_atomically(root / CAPTIONS_FILE, json.dumps(data, indent=1))
+    write_text(root / CAPTIONS_FILE, json.dumps(data, indent=1))
     ids = {split: [[v.video_id] for v in videos if v.split == split] for split in SPLITS}
-    _write_text_atomically(root / TRAIN_FILE, _csv_text(["video_id"], ids["train"]))
-    _write_text_atomically(root / VAL_FILE, _csv_text(["video_id"], ids["val"]))
+    write_text(root / TRAIN_FILE, _csv_text(["video_id"], ids["train"]))
+    write_text(root / VAL_FILE, _csv_text(["video_id"], ids["val"]))
     test = [(v, c) for v in videos if v.split == "test" for c in v.captions]
     rows = [[f"ret{i}", v.video_id.replace("video", "msr"), v.video_id, c.text] for i, (v, c) in enumerate(test)]
     header = ["key", "vid_key", "video_id", "sentence"]
-    _write_text_atomically(root / TEST_FILE, _csv_text(header, rows))
+    write_text(root / TEST_FILE, _csv_text(header, rows))
 
 
 # ----------------------------------------------------------------------------- reading

@@ -3,6 +3,7 @@ under papermill on a local Ray instance, failures, shards, fingerprints of a gri
 report. Killed drivers and workers, and joining a cluster: tests/test_ray.py."""
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -177,6 +178,17 @@ def ray_local():
     yield
     if started:
         cluster.disconnect()
+
+
+@pytest.mark.slow
+def test_local_ray_workers_run_at_the_drivers_niceness(ray_local):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def niceness():
+        return os.nice(0)
+
+    assert ray.get(niceness.remote()) == os.nice(0)  # Ray's default would be 15 above it
 
 
 @pytest.fixture(scope="module")

@@ -77,3 +77,19 @@ def test_checkpoint_round_trips_bit_exactly(tmp_path):
     sd1, sd2 = model.state_dict(), model2.state_dict()
     assert sd1.keys() == sd2.keys()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+
+
+def test_model_configs_are_read_as_open_clip_reads_them_without_importing_it():
+    import subprocess
+    import sys
+
+    from glscl.model.backbone import _open_clip, model_config
+    open_clip = _open_clip()
+    for name in ("glscl-tiny", "glscl-small", "ViT-B-32", "ViT-B-16", "RN50"):
+        assert model_config(name) == open_clip.get_model_config(name), name
+    assert model_config("no-such-model") is None
+    # the memory guard of a run from the feature cache needs the backbone's shape, not open_clip
+    code = ("import sys; from glscl.engine.resources import _backbone_shape; "
+            "print(_backbone_shape('glscl-tiny'), 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["(64,", "64)", "False"]

@@ -34,8 +34,8 @@ def available_memory(device: torch.device) -> tuple[int, str]:
 
 def _backbone_shape(name: str) -> tuple[int, int]:
     """(embedding width, image size) of an open_clip model (512, 224 when it is unknown here)."""
-    from glscl.model.backbone import _open_clip
-    model_cfg = _open_clip().get_model_config(name) or {}
+    from glscl.model.backbone import model_config
+    model_cfg = model_config(name) or {}
     return int(model_cfg.get("embed_dim", 512)), int(model_cfg.get("vision_cfg", {}).get("image_size", 224))
 
 

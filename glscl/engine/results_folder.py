@@ -166,8 +166,8 @@ def start_fresh(cfg: RunConfig, *, resume: bool, overwrite: bool) -> None:
 
 
 def environment(cfg: RunConfig, device: torch.device) -> dict:
-    import open_clip
-    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": open_clip.__version__,
+    from importlib.metadata import version  # open_clip's version without importing it (seconds per run)
+    return {"python": platform.python_version(), "torch": torch.__version__, "open_clip": version("open_clip_torch"),
             "numpy": np.__version__, "platform": platform.platform(), "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "processes": dist.world_size(), "global_batch": cfg.train.batch_size, "seed": cfg.train.seed,

@@ -75,7 +75,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
                               "authentication (Ray's default) needs RAY_AUTH_MODE=token and its token in "
                               "~/.ray/auth_token or RAY_AUTH_TOKEN") from None
     else:
-        ray.init(address="local", num_cpus=num_cpus or machine_cpus(), include_dashboard=False, **quiet)
+        # Ray runs its workers at niceness 15 by default: the grid would then yield the CPUs to anything
+        # else running here, and its timings would measure the other jobs. A local grid is the machine's main job.
+        ray.init(address="local", num_cpus=num_cpus or machine_cpus(), include_dashboard=False,
+                 _system_config={"worker_niceness": 0}, **quiet)
     if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
         signal.signal(signal.SIGTERM, on_sigterm)
     return True

@@ -307,3 +307,12 @@ def test_a_claim_that_no_longer_holds_stops_the_notebook():
     with pytest.raises(AssertionError, match="no longer holds: twins separate"):
         claim(False, "twins separate")
     assert signed(0.00431) == "+0.0043" and signed(-3e-7) == "-3.0e-07" and signed(0.0) == "+0.0000"
+
+
+def test_an_exercise_compares_the_prediction_with_the_measured_answer():
+    from glscl.lab.ui.tutorial import exercise
+
+    assert exercise(None, "down", "IDL spreads the queries.") is None
+    assert exercise("down", "down", "IDL spreads the queries.") is True
+    assert exercise("up", "down", "IDL spreads the queries.") is False
+    assert exercise(8, 8, "K queries.") is True and exercise(4, 8, "K queries.") is False

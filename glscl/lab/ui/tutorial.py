@@ -26,7 +26,7 @@ from glscl.data.world import World, load_world
 from glscl.lab.ui import viz
 from glscl.model.backbone import Backbone, TextFeatures
 
-__all__ = ["Tutorial", "setup", "train_variants", "claim", "say", "CLIP_NAME"]
+__all__ = ["Tutorial", "setup", "train_variants", "claim", "exercise", "say", "CLIP_NAME"]
 
 CLIP_NAME = "clip-tiny-pretrained.safetensors"
 """The tiny CLIP checkpoint ``glscl demo`` writes into the world folder."""
@@ -144,6 +144,18 @@ def claim(holds, text: str) -> None:
     if not bool(holds):
         raise AssertionError(f"the tutorial's text no longer holds: {text}")
     say(f"&#10004; {text}")
+
+
+def exercise(prediction, answer, explanation: str) -> bool | None:
+    """An exercise's answer, measured by the notebook: shows the student's ``prediction`` (None: not made
+    yet) next to the measured ``answer`` and the ``explanation``; returns whether they match (None when
+    no prediction was made). The explanation is the notebook's claim about the answer: check it with
+    ``claim`` on quantities the notebook measured, so the answer key cannot go stale."""
+    matched = None if prediction is None else prediction == answer
+    verdict = {None: "no prediction yet: set `prediction` and run again", True: "your prediction holds",
+               False: f"your prediction was {prediction!r}"}[matched]
+    say(f"**Answer: {answer!r}** ({verdict}). {explanation}")
+    return matched
 
 
 def say(text: str) -> None:

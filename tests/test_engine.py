@@ -107,7 +107,7 @@ def test_cache_hit_miss_and_invalidation(tiny_world, tiny_clip, tmp_path):
     # cached features equal a direct encoding of the decoded clip
     from glscl.data.video import ClipTransform, load_clip
     frames, mask = load_clip(split.video_paths[0], 8)
-    x = ClipTransform(b.image_size)(frames, mask)
+    x = ClipTransform.for_backbone(b)(frames, mask)
     with torch.no_grad():
         direct = b.encode_frames(x[None])[0]
     assert torch.allclose(torch.from_numpy(np.array(c3.frames[0], dtype=np.float32)), direct, atol=2e-2)
@@ -234,8 +234,7 @@ def test_end_to_end_split_encoder_matches_the_models_forward(tiny_world, tiny_cl
     torch.manual_seed(0)
     model = create_model(cfg.model, vocab=world_vocab(tiny_world, cfg.model.max_words))
     sim, _ = evaluate_decoded(model, split, cfg.model.num_frames, batch_size=3)
-    ds = ClipDataset(split, cfg.model.num_frames, ClipTransform(model.backbone.image_size,
-                     tuple(model.backbone.preprocess_cfg["mean"]), tuple(model.backbone.preprocess_cfg["std"])))
+    ds = ClipDataset(split, cfg.model.num_frames, ClipTransform.for_backbone(model.backbone))
     items = [ds[i] for i in range(len(ds))]
     with torch.no_grad():
         expected, _, _ = model(model.backbone.tokenizer(list(split.captions)), torch.stack([x["pixels"] for x in items]),

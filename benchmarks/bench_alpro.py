@@ -50,7 +50,7 @@ def t_interval(values: list[float]) -> tuple[float, float]:
 
 
 def prepare(world: Path) -> Path:
-    from glscl.engine.demo import prepare_embedded
+    from glscl.engine.embedded import prepare_embedded
     return prepare_embedded(world, quick=False, progress=False)
 
 

@@ -35,8 +35,8 @@ from glscl.config import build_config
 from glscl.data import load_splits
 from glscl.data.dataset import CachedPairDataset, same_pair_mask
 from glscl.data.features import cached_texts, cached_videos
-from glscl.engine.demo import prepare_embedded
 from glscl.engine.diversity import item_diversity
+from glscl.engine.embedded import prepare_embedded
 from glscl.engine.evaluate import encode_texts, encode_videos
 from glscl.engine.loading import load_run
 from glscl.engine.mechanism import pairwise_cosine

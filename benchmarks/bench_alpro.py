@@ -50,7 +50,7 @@ def t_interval(values: list[float]) -> tuple[float, float]:
 
 
 def prepare(world: Path) -> Path:
-    from glscl.engine.demo import prepare_embedded
+    from glscl.engine.embedded import prepare_embedded
     return prepare_embedded(world, quick=False, progress=False)
 
 
@@ -97,7 +97,7 @@ def labels_part(world: Path, clip: Path, n_clips: int = 256) -> list[dict]:
     mask = torch.stack([m for _, m in clips])
     patch = backbone.clip.visual.patch_size[0]
     boxes = sample_boxes(len(idx), *backbone.clip.visual.grid_size, generator=g)
-    black = -torch.tensor(backbone.preprocess_cfg["mean"]) / torch.tensor(backbone.preprocess_cfg["std"])
+    black = -torch.tensor(transform.mean) / torch.tensor(transform.std)
     cropped = crop_to_box(pixels, boxes, patch, black)
     rows = []
     print(f"prompter pseudo-labels on {len(idx)} random 30-50 % crops of training clips (tiny CLIP as the prompter)")
@@ -133,11 +133,12 @@ def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
 
     from glscl.config import build_config
     from glscl.data import load_split
-    from glscl.data.dataset import PairDataset
-    from glscl.engine.run import SPLITS, _transform, _vocab
+    from glscl.data.dataset import DecodedBatch, PairDataset
+    from glscl.data.video import ClipTransform
+    from glscl.engine.run import SPLITS, _vocab
     from glscl.engine.train import Batches, Trainer
     from glscl.model.backbone import create_backbone
-    from glscl.model.factory import Retriever, create_head, end_to_end_encoder
+    from glscl.model.factory import Retriever, create_head
     from glscl.pem import build_pem
 
     splits = {s: load_split(base.data, s) for s in SPLITS}
@@ -156,13 +157,13 @@ def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
             backbone.use_compact_vocab(vocab)
             model = Retriever(backbone, create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach())))
             if batch is None:
-                ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, _transform(backbone),
+                ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, ClipTransform.for_backbone(backbone),
                                  augment=True, seed=0)
-                batch = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)))
+                batch = next(iter(DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0,
+                                             collate_fn=DecodedBatch.collate)))
             if pem_weight > 0:
                 pem = build_pem(cfg, model, splits["train"].captions)
-            trainers[pem_weight] = Trainer(cfg, model, model.head, end_to_end_encoder(model, patch_tokens=pem_weight > 0),
-                                           Batches(len(splits["train"].captions), lambda o, e: iter(())), out / "cost",
+            trainers[pem_weight] = Trainer(cfg, model, Batches(len(splits["train"].captions), lambda o, e: iter(())), out / "cost",
                                            torch.device("cpu"), progress=False, pem=pem if pem_weight > 0 else None)
         laps: dict[float, list[float]] = {0.0: [], 1.0: []}
         boxes = torch.tensor([[0, 0, 2, 3]] * batch_size)
@@ -174,7 +175,7 @@ def cost_part(base, out: Path, steps: int, batch_size: int) -> list[dict]:
                 if i >= 2:
                     laps[pem_weight].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            pem.targets(batch["pixels"], batch["frame_mask"], boxes)
+            pem.targets(batch.pixels, batch.frame_mask, boxes)
             prompter.append(time.perf_counter() - t0)
         ms = {k: 1000 * statistics.median(v) for k, v in laps.items()}
         row = {"head": head, "ms_without_pem": ms[0.0], "ms_with_pem": ms[1.0], "pem_extra_ms": ms[1.0] - ms[0.0],

@@ -34,13 +34,10 @@ def train_figures(world: Path, out: Path, steps: int, batch: int) -> list[dict]:
     import pandas as pd
 
     from glscl.config import build_config
-    from glscl.data.world import generate_world
-    from glscl.engine.demo import world_config
-    from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+    from glscl.engine.embedded import prepare_embedded
     from glscl.engine.run import run
 
-    generate_world(world, world_config(False), progress=False)
-    clip = pretrain_clip(world, world / "clip-tiny-pretrained.safetensors", PretrainConfig(), progress=False)
+    clip = prepare_embedded(world, progress=False)  # the scenes world and its tiny CLIP
     base = build_config("embedded", {"out_dir": str(out), "data.root": str(world), "data.cache_dir": str(world / "cache"),
                                      "model.pretrained": str(clip), "train.epochs": 1, "train.max_steps": steps,
                                      "train.batch_size": batch, "train.eval_every": 1})

@@ -1,6 +1,6 @@
 """Fixed cost of one grid run: papermill wall time of the run notebook minus the time inside ``run()``.
 
-    python benchmarks/bench_grid.py [--runs 4] [--base embedded-quick] [--workers 1] [--keep DIR]
+    python benchmarks/bench_grid.py [--runs 4] [--base embedded-short] [--workers 1] [--keep DIR]
 
 Writes a small grid file (``base`` + model.num_queries x seeds, all from the feature cache), runs it
 with ``glscl ablate`` into a temporary folder, and prints per run and on average: wall_s (the
@@ -50,7 +50,7 @@ def grid_file(folder: Path, base: str, runs: int, workers: int) -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=4, help="runs in the grid (even: 2 values of K x runs/2 seeds)")
-    ap.add_argument("--base", default="embedded-quick", help="the grid's base config")
+    ap.add_argument("--base", default="embedded-short", help="the grid's base config")
     ap.add_argument("--workers", type=int, default=1, help="runs at once")
     ap.add_argument("--keep", help="grid folder to keep (default: a temporary one, removed)")
     args = ap.parse_args()

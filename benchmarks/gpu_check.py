@@ -164,8 +164,9 @@ def train_rows(s: Sizes, device, meter: Meter, run_dir: Path) -> list[Row]:
     import torch
 
     from glscl.config import build_config
+    from glscl.data.dataset import DecodedBatch
     from glscl.engine.train import Batches, Trainer
-    from glscl.model.factory import create_model, end_to_end_encoder
+    from glscl.model.factory import create_model
 
     rows = []
     for label, amp in (("fp32", "off"), ("bf16 autocast", "bf16")):
@@ -177,13 +178,13 @@ def train_rows(s: Sizes, device, meter: Meter, run_dir: Path) -> list[Row]:
         try:
             torch.manual_seed(0)
             model = create_model(cfg.model, device)
-            trainer = Trainer(cfg, model, model.head, end_to_end_encoder(model), Batches(s.batch, lambda order, epoch: iter(())),
-                              run_dir, device, progress=False)
+            trainer = Trainer(cfg, model, Batches(s.batch, lambda order, epoch: iter(())), run_dir, device, progress=False)
             size = model.backbone.image_size
-            batch = {"ids": model.backbone.tokenizer(["a small red circle moves left, then a blue square appears"] * s.batch).to(device),
-                     "pixels": torch.randn(s.batch, s.frames, 3, size, size, device=device),
-                     "frame_mask": torch.ones(s.batch, s.frames, dtype=torch.bool, device=device),
-                     "video": torch.arange(s.batch), "caption": torch.arange(s.batch)}
+            batch = DecodedBatch(
+                ids=model.backbone.tokenizer(["a small red circle moves left, then a blue square appears"] * s.batch).to(device),
+                pixels=torch.randn(s.batch, s.frames, 3, size, size, device=device),
+                frame_mask=torch.ones(s.batch, s.frames, dtype=torch.bool, device=device),
+                video=torch.arange(s.batch), caption=torch.arange(s.batch))
             times = []
             for _ in range(s.warmup + s.steps):
                 meter.sync()

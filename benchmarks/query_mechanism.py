@@ -35,13 +35,13 @@ from glscl.config import build_config
 from glscl.data import load_splits
 from glscl.data.dataset import CachedPairDataset, same_pair_mask
 from glscl.data.features import cached_texts, cached_videos
-from glscl.engine.demo import prepare_embedded
 from glscl.engine.diversity import item_diversity
+from glscl.engine.embedded import prepare_embedded
 from glscl.engine.evaluate import encode_texts, encode_videos
 from glscl.engine.loading import load_run
 from glscl.engine.mechanism import pairwise_cosine
-from glscl.engine.run import build_caches, indexed_caches, load_backbone, run
-from glscl.engine.train import cached_encoder, seed_everything
+from glscl.engine.run import build_caches, find_caches, load_backbone, run
+from glscl.engine.train import encode_batch, generators_kept, seed_everything
 from glscl.losses import info_nce, intra_diversity
 from glscl.model.factory import create_head
 
@@ -57,12 +57,14 @@ def config(root: Path, out: Path, weight: float, seed: int, epochs: int):
 
 def caches_and_init(cfg) -> tuple[dict, torch.nn.Module]:
     """Every split's feature cache and the head ``run`` would start from (same seed, same RNG state)."""
-    seed_everything(cfg.train.seed)
     splits = load_splits(cfg.data)
-    caches = indexed_caches(cfg, splits, "cpu")
-    if caches is None:
-        backbone, _ = load_backbone(cfg, splits)
-        caches = build_caches(cfg, backbone, splits, progress=False)
+    seed_everything(cfg.train.seed)
+    with generators_kept(torch.device("cpu")):
+        caches, backbone = find_caches(cfg, splits), None
+        if caches is None:
+            backbone, _ = load_backbone(cfg, splits)
+            caches = build_caches(cfg, backbone, splits, progress=False)
+    if backbone is not None:
         return caches, create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone)
     meta = caches["train"].meta
     return caches, create_head(cfg.model, meta["width"], meta["logit_scale"])
@@ -107,7 +109,7 @@ def test_figures(head, cache) -> dict[str, float]:
 
 def gradient_balance(head, cfg, cache, batches: int) -> dict[str, float]:
     """|g_c|, |g_d| (w_IDL * IDL), their ratio and cosine on the local interaction, averaged over ``batches`` batches."""
-    ds, encode = CachedPairDataset(cache), cached_encoder(head)
+    ds = CachedPairDataset(cache)
     params = [p for p in head.local.parameters() if p.requires_grad]
     order = np.random.default_rng(cfg.train.seed).permutation(len(ds))
     b, lc = cfg.train.batch_size, cfg.loss
@@ -115,9 +117,9 @@ def gradient_balance(head, cfg, cache, batches: int) -> dict[str, float]:
     rows = []
     for j in range(batches):
         batch = ds.batch(order[j * b:(j + 1) * b])
-        text, video = encode(batch)
+        text, video, _ = encode_batch(head, batch)
         sim = head.similarity(text, video)
-        same = same_pair_mask(batch["video"], batch["caption"]) if lc.mask_false_negatives else None
+        same = same_pair_mask(batch.video, batch.caption) if lc.mask_false_negatives else None
         contrastive = info_nce(sim, head.logit_scale, max_scale=lc.max_logit_scale, same_caption=same)
         idl = lc.idl_weight * intra_diversity(text.queries, video.queries)
         gc = torch.cat([g.flatten() for g in torch.autograd.grad(contrastive, params, retain_graph=True, allow_unused=True)

@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from glscl.config import ModelConfig, RunConfig, TrainConfig
+from glscl.data.dataset import CachedBatch
 from glscl.engine import distributed as dist
-from glscl.engine.train import Batches, Trainer, cached_encoder
+from glscl.engine.train import Batches, Trainer
 from glscl.model.glscl import GLSCL
 
 B, T, L, D = 8, 4, 6, 16
@@ -33,9 +34,8 @@ def main(out: Path) -> None:
     torch.manual_seed(0)
     head = GLSCL(cfg.model, D)
     n, r = dist.world_size(), dist.rank()
-    local = {k: v[r * B // n:(r + 1) * B // n] for k, v in batch.items()}
-    trainer = Trainer(cfg, head, head, cached_encoder(head), Batches(B, lambda o, e: iter(())), out, torch.device("cpu"),
-                      progress=False)
+    local = CachedBatch(**{k: v[r * B // n:(r + 1) * B // n] for k, v in batch.items()})
+    trainer = Trainer(cfg, head, Batches(B, lambda o, e: iter(())), out, torch.device("cpu"), progress=False)
     losses = trainer.train_step(local)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def test_base_is_a_preset_or_a_yaml_file_next_to_the_grid(tmp_path):
     assert spec.resolved_base() == str(tmp_path / "mine.yaml")
     cfgs = [notebook.run_config(spec.resolved_base(), r.overrides) for r in grids.expand(spec)]
     assert [(c.model.num_queries, c.train.epochs, c.loss.icl_weight) for c in cfgs] == [(3, 7, 0.0), (3, 7, 0.5)]
-    assert grids.load_grid(_write_grid(tmp_path / "p.yaml", base="embedded-quick")).resolved_base() == "embedded-quick"
+    assert grids.load_grid(_write_grid(tmp_path / "p.yaml", base="embedded-short")).resolved_base() == "embedded-short"
 
 
 def test_shards_partition_the_grid():
@@ -125,15 +125,17 @@ def test_shards_partition_the_grid():
         grids.parse_shard("4/4")
 
 
-def test_quick_takes_the_quick_presets_schedule_and_moves_world_paths_aside():
-    quick = load_config("embedded-quick")
+def test_quick_takes_the_short_presets_schedule_and_moves_world_paths_aside():
+    from glscl.engine.embedded import quick_overrides
+
+    short = load_config("embedded-short")
     cfg = notebook.run_config("embedded", {"train.epochs": 6, "model.num_queries": 2}, quick=True)
     assert cfg.data.root == "data/world-quick" and cfg.data.cache_dir == "data/world-quick/cache"
     assert cfg.model.pretrained == "data/world-quick/clip-tiny-pretrained.safetensors"
-    # the grid's own schedule gives way to the quick preset's; everything else stays
-    assert (cfg.train.epochs, cfg.train.eval_every) == (quick.train.epochs, quick.train.eval_every) == (2, 1)
+    # the grid's own schedule gives way to the short preset's; everything else stays
+    assert (cfg.train.epochs, cfg.train.eval_every) == (short.train.epochs, short.train.eval_every) == (2, 1)
     assert cfg.model.num_queries == 2
-    assert notebook.quick_overrides(build_config("embedded")) == {
+    assert quick_overrides(build_config("embedded")) == {
         "train.epochs": 2, "train.eval_every": 1, "data.root": "data/world-quick", "data.cache_dir": "data/world-quick/cache",
         "model.pretrained": "data/world-quick/clip-tiny-pretrained.safetensors"}
 

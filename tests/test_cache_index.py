@@ -1,5 +1,5 @@
-"""Feature cache source index: a cached run whose caches are built never creates the backbone, gives the
-same results as the run that built them, and misses when the checkpoint's bytes change."""
+"""Feature cache keys: a cached run whose caches are built never creates the backbone, gives the same results as
+the run that built them, finds caches an earlier version built, and misses when the checkpoint's bytes change."""
 import json
 import subprocess
 import sys
@@ -27,25 +27,25 @@ def _outputs(out_dir):
 
 def test_second_run_finds_its_caches_without_the_backbone(tiny_world, tiny_clip, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache), progress=False)  # builds caches + index
-    index = sorted(p.name for p in (cache / "sources").iterdir())
-    assert "files.json" in index and not any(n.startswith("rng-") for n in index)
-    assert len([n for n in index if n.endswith(".json") and n != "files.json"]) == 3  # train, val, test
+    run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache), progress=False)  # builds the caches
+    folders = sorted(p.name for p in cache.iterdir() if p.name != "sources")
+    assert [f.rsplit("-", 1)[0] for f in folders] == ["world-test", "world-train", "world-val"]
+    assert sorted(p.name for p in (cache / "sources").iterdir()) == ["files.json"]  # the digest memo, no index
     meta = json.loads(next(p for p in cache.iterdir() if p.name.startswith("world-train")).joinpath("meta.json").read_text())
     clip = load_file(str(tiny_clip))
     assert meta["width"] == clip["text_projection"].shape[1]
     assert meta["logit_scale"] == pytest.approx(float(clip["logit_scale"]))
 
-    # today's route on a built cache: the backbone is created (index entries removed)
-    for p in (cache / "sources").glob("*.json"):
-        if p.name != "files.json":
-            p.rename(p.with_suffix(".bak"))
+    # the route that creates the backbone on built caches (as a run that must build one of them does)
+    monkeypatch.setattr(run_module, "find_caches", lambda cfg, splits: None)
     torch.manual_seed(0)
     run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "b", cache_dir=cache), progress=False)
-    # the index route: creating the backbone fails the run
+    monkeypatch.undo()
+    assert sorted(p.name for p in cache.iterdir() if p.name != "sources") == folders  # found, not rebuilt
+    # the route that finds them: creating the backbone fails the run
     monkeypatch.setattr(run_module, "create_backbone", _no_backbone)
     monkeypatch.setattr(run_module, "load_backbone", _no_backbone)
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # whatever ran before: the run draws from its own seed
     run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "c", cache_dir=cache), progress=False)
     (mb, sb), (mc, sc) = _outputs(tmp_path / "b"), _outputs(tmp_path / "c")
     assert mb == mc
@@ -53,6 +53,21 @@ def test_second_run_finds_its_caches_without_the_backbone(tiny_world, tiny_clip,
     wb = load_file(str(tmp_path / "b" / "tiny" / "checkpoints" / "best" / "model.safetensors"))
     wc = load_file(str(tmp_path / "c" / "tiny" / "checkpoints" / "best" / "model.safetensors"))
     assert wb.keys() == wc.keys() and all(torch.equal(wb[k], wc[k]) for k in wb)
+
+
+def test_caches_of_an_earlier_version_are_found_through_its_index(tiny_world, tiny_clip, tmp_path, monkeypatch):
+    """Earlier versions named a folder by another hash and wrote sources/<key>.json -> folder: still a hit."""
+    cache = tmp_path / "cache"
+    run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache), progress=False)
+    for folder in [p for p in cache.iterdir() if p.name != "sources"]:
+        prefix, key = folder.name.rsplit("-", 1)
+        old = folder.rename(cache / f"{prefix}-{'0' * 20}")
+        (cache / "sources" / f"{key}.json").write_text(json.dumps({"folder": old.name}))
+    monkeypatch.setattr(run_module, "load_backbone", _no_backbone)
+    run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "b", cache_dir=cache), progress=False)
+    (ma, sa), (mb, sb) = _outputs(tmp_path / "a"), _outputs(tmp_path / "b")
+    assert ma == mb and torch.equal(sa, sb)
+    assert all(p.name.endswith("0" * 20) for p in cache.iterdir() if p.name != "sources")  # nothing rebuilt
 
 
 def test_changed_checkpoint_misses_the_index(tiny_world, tiny_clip, tmp_path, monkeypatch):

@@ -88,26 +88,41 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, ti
 
 
 def test_cache_hit_miss_and_invalidation(tiny_world, tiny_clip, tmp_path):
-    from glscl.config import DataConfig
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from glscl.config import DataConfig, ModelConfig
     from glscl.data import load_split
-    from glscl.data.cache import build_cache
+    from glscl.data.cache import build_cache, cache_key, weights_identity
     from glscl.model.backbone import create_backbone
 
     split = load_split(DataConfig(dataset="world", root=str(tiny_world)), "test")
+    model = ModelConfig(backbone="glscl-tiny", num_frames=8, compact_vocab=False)
+
+    def key(m, clip):
+        return cache_key(m, 1.0, split, weights_identity(str(clip), tmp_path), "")
+
     b = create_backbone("glscl-tiny", str(tiny_clip))
-    c1 = build_cache(b, split, tmp_path, num_frames=8, num_workers=0, progress=False)
+    c1 = build_cache(b, split, tmp_path, key(model, tiny_clip), num_frames=8, num_workers=0, progress=False)
+    assert c1.folder.name == f"world-test-{key(model, tiny_clip)}"
     mtime = (c1.folder / "frames.npy").stat().st_mtime_ns
-    c2 = build_cache(b, split, tmp_path, num_frames=8, num_workers=0, progress=False)  # hit: not rewritten
-    assert c2.folder == c1.folder and (c2.folder / "frames.npy").stat().st_mtime_ns == mtime
-    assert build_cache(b, split, tmp_path, num_frames=4, num_workers=0, progress=False).folder != c1.folder  # sampling
-    with torch.no_grad():
-        b.clip.visual.conv1.weight.add_(0.01)  # weights changed -> miss
-    c3 = build_cache(b, split, tmp_path, num_frames=8, num_workers=0, progress=False)
+    c2 = build_cache(b, split, tmp_path, key(model, tiny_clip), num_frames=8, num_workers=0, progress=False)  # hit
+    assert c2.folder == c1.folder and (c2.folder / "frames.npy").stat().st_mtime_ns == mtime  # not rewritten
+    four = dataclasses.replace(model, num_frames=4)
+    assert build_cache(b, split, tmp_path, key(four, tiny_clip), num_frames=4, num_workers=0,
+                       progress=False).folder != c1.folder  # sampling
+    weights = load_file(str(tiny_clip))
+    weights["visual.conv1.weight"] = weights["visual.conv1.weight"] + 0.01
+    changed = tmp_path / "changed.safetensors"
+    save_file(weights, str(changed))  # weights changed -> miss
+    b = create_backbone("glscl-tiny", str(changed))
+    c3 = build_cache(b, split, tmp_path, key(model, changed), num_frames=8, num_workers=0, progress=False)
     assert c3.folder != c1.folder and not np.array_equal(c3.frames, c1.frames)
     # cached features equal a direct encoding of the decoded clip
     from glscl.data.video import ClipTransform, load_clip
     frames, mask = load_clip(split.video_paths[0], 8)
-    x = ClipTransform(b.image_size)(frames, mask)
+    x = ClipTransform.for_backbone(b)(frames, mask)
     with torch.no_grad():
         direct = b.encode_frames(x[None])[0]
     assert torch.allclose(torch.from_numpy(np.array(c3.frames[0], dtype=np.float32)), direct, atol=2e-2)
@@ -234,8 +249,7 @@ def test_end_to_end_split_encoder_matches_the_models_forward(tiny_world, tiny_cl
     torch.manual_seed(0)
     model = create_model(cfg.model, vocab=world_vocab(tiny_world, cfg.model.max_words))
     sim, _ = evaluate_decoded(model, split, cfg.model.num_frames, batch_size=3)
-    ds = ClipDataset(split, cfg.model.num_frames, ClipTransform(model.backbone.image_size,
-                     tuple(model.backbone.preprocess_cfg["mean"]), tuple(model.backbone.preprocess_cfg["std"])))
+    ds = ClipDataset(split, cfg.model.num_frames, ClipTransform.for_backbone(model.backbone))
     items = [ds[i] for i in range(len(ds))]
     with torch.no_grad():
         expected, _, _ = model(model.backbone.tokenizer(list(split.captions)), torch.stack([x["pixels"] for x in items]),
@@ -382,25 +396,25 @@ def test_no_resume_starts_over_and_keeps_the_old_folder(tiny_world, tiny_clip, t
 def test_failed_validation_loses_no_finished_epoch(tiny_world, tiny_clip, tmp_path, monkeypatch, cache):
     """Validation fails after epoch 2: checkpoints/last holds epoch 2; the rerun validates it first and
     ends exactly where an uninterrupted run ends."""
-    import glscl.engine.train as train_module
+    import glscl.engine.run as run_module
     from glscl.data.video import VideoError
 
     a = tiny_run_config(tiny_world, tiny_clip, tmp_path / "a", cache_dir=cache, epochs=3)
     ra = run(a, progress=False)
     b = tiny_run_config(tiny_world, tiny_clip, tmp_path / "b", cache_dir=cache, epochs=3)
-    real, calls = train_module.evaluate_cached, {"n": 0}
+    real, calls = run_module.evaluate_cached, {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise VideoError("val.mp4: cannot be opened as a video")
         return real(*args, **kwargs)
-    monkeypatch.setattr(train_module, "evaluate_cached", flaky)
+    monkeypatch.setattr(run_module, "evaluate_cached", flaky)
     with pytest.raises(VideoError):
         run(b, progress=False)
     state = torch.load(tmp_path / "b" / "tiny" / "checkpoints" / "last" / "train_state.pt", weights_only=True)
     assert state["epoch"] == 2 and state["pending_validation"] and len(json.loads(state["curve"])) == 2
-    monkeypatch.setattr(train_module, "evaluate_cached", real)
+    monkeypatch.setattr(run_module, "evaluate_cached", real)
     rb = run(b, progress=False)
     for which in ("last", "best"):
         wa, wb = _weights(tmp_path / "a" / "tiny" / "checkpoints" / which), _weights(tmp_path / "b" / "tiny" / "checkpoints" / which)

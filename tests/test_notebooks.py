@@ -154,7 +154,7 @@ def test_split_encoder_starts_one_set_of_workers(tiny_world, tiny_clip, monkeypa
     init = dataloader._MultiProcessingDataLoaderIter.__init__
     monkeypatch.setattr(dataloader._MultiProcessingDataLoaderIter, "__init__",
                         lambda self, loader: (started.append(self), init(self, loader))[1])
-    cfg = build_config("embedded-quick", {"data.root": str(tiny_world), "model.pretrained": str(tiny_clip)})
+    cfg = build_config("embedded-short", {"data.root": str(tiny_world), "model.pretrained": str(tiny_clip)})
     split = load_split(cfg.data, "test")
     backbone, _ = load_backbone(cfg, {})
     for progress in (None, "a bar"):

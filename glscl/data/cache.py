@@ -11,18 +11,18 @@ and each caption once and stores memory-mapped arrays:
     token_mask  N x L       bool
     caption_video N         int64
 
-The folder name is a hash of everything that changes the features: the backbone's weights,
-its preprocessing (image size, mean, std), the frame sampling (T, fps), the text length and
-vocabulary, and the split's videos and captions. Change any of them and the cache misses;
-``meta.json`` is written last, so an interrupted build never looks complete. It also holds what
-a head needs of the backbone (width d, logit_scale, the compact vocabulary).
+The folder, ``<dataset>-<split>-<key>``, is named by ``cache_key``: a hash of everything that
+determines the features, read from the config without building the backbone (backbone name and
+its config file, the weights' identity, text length and vocabulary, the frame sampling T and fps,
+the split's videos and captions). Change any of them and the cache misses; a run whose caches are
+all built never loads the backbone (``lookup_cache``). ``meta.json`` is written last, so an
+interrupted build never looks complete. It also holds what a head needs of the backbone (width d,
+logit_scale, the compact vocabulary).
 
-Source index: that key needs the backbone built. ``<cache_root>/sources/<source key>.json`` names
-the folder from what determines the features without building it (``source_key``: backbone
-name, weights identity, text length, vocabulary, frame sampling, the split), so a run whose caches
-are all built never loads the backbone (``lookup_cache``).
-Train-time augmentation is not applied to cached features. The features are computed by the
-package's one split encoder (``glscl.data.features.backbone_videos`` / ``backbone_texts``).
+Caches built by earlier versions, whose folders carry another hash, stay valid: those versions
+recorded ``<cache_root>/sources/<key>.json`` -> folder, with the same key, and ``lookup_cache``
+follows it. Train-time augmentation is not applied to cached features. The features are computed
+by the package's one split encoder (``glscl.data.features.backbone_videos`` / ``backbone_texts``).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from glscl.data.splits import RetrievalSplit
 from glscl.files import write_json
 
 INDEX = "sources"
+"""Folder under the cache root for the memo of file digests (``files.json``) and earlier versions' key -> folder entries."""
 ARRAYS = ("frames", "frame_mask", "sentence", "tokens", "token_mask", "caption_video")
 
 
@@ -52,22 +53,6 @@ def weights_digest(module: torch.nn.Module) -> str:
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def cache_key(backbone, split: RetrievalSplit, num_frames: int, sample_fps: float, weights: str | None = None) -> str:
-    """Hash of everything that changes the cached features (``weights``: a precomputed ``weights_digest``).
-
-    Video paths enter resolved, so 'data/world/videos/x.mp4' and its absolute spelling hit the same cache."""
-    h = hashlib.sha256()
-    meta = {"weights": weights or weights_digest(backbone.clip), "image_size": backbone.image_size,
-            "mean": list(backbone.preprocess_cfg["mean"]), "std": list(backbone.preprocess_cfg["std"]),
-            "num_frames": num_frames, "sample_fps": sample_fps, "context_length": backbone.context_length,
-            "vocab": list(backbone.tokenizer.vocab) if backbone.tokenizer.vocab is not None else None,
-            "dataset": split.dataset, "split": split.name, "videos": list(split.video_ids),
-            "paths": [str(Path(p).resolve()) for p in split.video_paths], "captions": list(split.captions),
-            "caption_video": list(split.caption_video)}
-    h.update(json.dumps(meta, sort_keys=True).encode())
-    return h.hexdigest()[:20]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -109,10 +94,13 @@ def weights_identity(pretrained: str | None, cache_root: str | Path) -> str | No
     return "tag:" + pretrained
 
 
-def source_key(model, sample_fps: float, split: RetrievalSplit, weights: str, vocab_source: str) -> str:
-    """Hash of what determines a split's features, the backbone unbuilt: ``model`` (a ModelConfig) backbone,
-    compact_vocab, max_words, num_frames; ``weights`` (``weights_identity``); ``vocab_source`` (what the compact
-    vocabulary is built from); ``sample_fps``; the split's dataset, name, videos, resolved paths and captions."""
+def cache_key(model, sample_fps: float, split: RetrievalSplit, weights: str, vocab_source: str) -> str:
+    """The feature cache's key: sha256 (20 hex digits) of what determines a split's features, the backbone unbuilt:
+    ``model`` (a ModelConfig) backbone and its config file, compact_vocab, max_words, num_frames; ``weights``
+    (``weights_identity``, or a random initialisation's ``weights_digest``); ``vocab_source`` (what the compact
+    vocabulary is built from); ``sample_fps``; the split's dataset, name, videos, resolved paths and captions.
+
+    Video paths enter resolved, so 'data/world/videos/x.mp4' and its absolute spelling hit the same cache."""
     config = Path(__file__).parents[1] / "model" / "model_configs" / f"{model.backbone}.json"
     meta = {"backbone": model.backbone, "config": config.read_text() if config.is_file() else None, "weights": weights,
             "compact_vocab": model.compact_vocab, "vocab_source": vocab_source if model.compact_vocab else None,
@@ -123,14 +111,32 @@ def source_key(model, sample_fps: float, split: RetrievalSplit, weights: str, vo
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def lookup_cache(cache_root: str | Path, source: str) -> FeatureCache | None:
-    """The cache the index names for ``source`` (a ``source_key``), or None when absent or incomplete."""
+def cache_folder(cache_root: str | Path, split: RetrievalSplit, key: str) -> Path:
+    """Where the cache of ``split`` under ``key`` is built: ``<cache_root>/<dataset>-<split>-<key>``."""
+    return Path(cache_root) / f"{split.dataset}-{split.name}-{key}"
+
+
+def _built_folder(cache_root: str | Path, split: RetrievalSplit, key: str) -> Path | None:
+    """The folder holding a finished build (meta.json) of ``split`` under ``key``: ``cache_folder``, else the one
+    an earlier version recorded in ``sources/<key>.json``; None when neither exists."""
+    folder = cache_folder(cache_root, split, key)
+    if not (folder / "meta.json").is_file():
+        try:
+            folder = Path(cache_root) / json.loads((Path(cache_root) / INDEX / f"{key}.json").read_text())["folder"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return folder if (folder / "meta.json").is_file() else None
+
+
+def lookup_cache(cache_root: str | Path, split: RetrievalSplit, key: str) -> FeatureCache | None:
+    """The cache of ``split`` under ``key`` (a ``cache_key``) when it is built and its meta holds what a head
+    needs of the backbone, else None."""
+    folder = _built_folder(cache_root, split, key)
     try:
-        folder = json.loads((Path(cache_root) / INDEX / f"{source}.json").read_text())["folder"]
-        cache = FeatureCache.open(Path(cache_root) / folder)
-    except (OSError, ValueError, KeyError):
+        cache = FeatureCache.open(folder) if folder is not None else None
+    except (OSError, ValueError):
         return None
-    return cache if "logit_scale" in cache.meta else None
+    return cache if cache is not None and "logit_scale" in cache.meta else None
 
 
 @dataclass
@@ -166,21 +172,19 @@ class FeatureCache:
 
 
 @torch.no_grad()
-def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_frames: int, sample_fps: float = 1.0,
-                batch_size: int = 32, num_workers: int = 2, device: str | torch.device = "cpu",
-                progress: bool = True, weights: str | None = None, source: str | None = None) -> FeatureCache:
-    """Encode ``split`` with the frozen ``backbone`` into ``cache_root/<dataset>-<split>-<key>`` (or reuse it);
-    ``source``: its ``source_key``, recorded in the index."""
-    folder = Path(cache_root) / f"{split.dataset}-{split.name}-{cache_key(backbone, split, num_frames, sample_fps, weights)}"
+def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, key: str, *, num_frames: int,
+                sample_fps: float = 1.0, batch_size: int = 32, num_workers: int = 2, device: str | torch.device = "cpu",
+                progress: bool = True) -> FeatureCache:
+    """Encode ``split`` with the frozen ``backbone`` into ``cache_folder(cache_root, split, key)``, or reuse the
+    cache found under ``key`` (``key``: the ``cache_key`` of the config ``backbone`` was built from)."""
     head_meta = {"width": backbone.width, "logit_scale": float(backbone.logit_scale.detach()),
                  "vocab": list(backbone.tokenizer.vocab) if backbone.tokenizer.vocab is not None else None}
-    if (folder / "meta.json").is_file():
-        cache = FeatureCache.open(folder)
+    folder, found = cache_folder(cache_root, split, key), _built_folder(cache_root, split, key)
+    if found is not None:
+        cache = FeatureCache.open(found)
         if any(cache.meta.get(k) != v for k, v in head_meta.items()):  # built before the meta held them
             cache.meta.update(head_meta)
-            _write_json(folder / "meta.json", cache.meta)
-        if source:
-            _write_json(Path(cache_root) / INDEX / f"{source}.json", {"folder": folder.name})
+            _write_json(found / "meta.json", cache.meta)
         return cache
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # this process's own; removed on any failure
     shutil.rmtree(tmp, ignore_errors=True)
@@ -190,8 +194,6 @@ def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, *, num_
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if source:
-        _write_json(Path(cache_root) / INDEX / f"{source}.json", {"folder": folder.name})
     return FeatureCache.open(folder)
 
 

@@ -4,16 +4,19 @@
 * ``PairDataset``: one item per caption, with its video decoded (end-to-end training).
 * ``CachedPairDataset``: one item per caption, from a ``FeatureCache`` (head-only training).
 
-Every training item carries ``video`` (the video's index) and ``caption`` (an id shared by
-identical captions), from which in-batch false negatives are masked.
+Training batches are typed, one type per route: ``CachedBatch`` (backbone features read from the
+cache) and ``DecodedBatch`` (token ids and decoded pixels). Both carry ``frame_mask``, ``video``
+(the video's index) and ``caption`` (an id shared by identical captions), from which in-batch
+false negatives are masked.
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from glscl.data.splits import RetrievalSplit
 from glscl.data.video import ClipTransform, load_clip
@@ -28,6 +31,52 @@ def caption_ids(captions) -> np.ndarray:
 def same_pair_mask(video: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
     """B x B: True where two batch items share their video or their caption (not true negatives)."""
     return (video[:, None] == video[None, :]) | (caption[:, None] == caption[None, :])
+
+
+@dataclass
+class PairBatch:
+    """B caption/video pairs: what both routes carry (``frame_mask`` B x T, ``video`` and ``caption`` B, int64)."""
+
+    frame_mask: torch.Tensor
+    video: torch.Tensor
+    caption: torch.Tensor
+
+    def to(self, device, non_blocking: bool = False):
+        """The same batch with every tensor on ``device``."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                                            for f in dataclasses.fields(self)})
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+
+@dataclass
+class CachedBatch(PairBatch):
+    """A batch read from the feature cache (head-only training): the backbone's caption features
+    (``sentence`` B x d, ``tokens`` B x L x d, ``token_mask`` B x L) and frame features (``frames`` B x T x d)."""
+
+    sentence: torch.Tensor
+    tokens: torch.Tensor
+    token_mask: torch.Tensor
+    frames: torch.Tensor
+
+
+@dataclass
+class DecodedBatch(PairBatch):
+    """A batch of decoded clips (end-to-end training): token ids (``ids`` B x L) and pixels
+    (``pixels`` B x T x 3 x S x S, padded frames 0)."""
+
+    ids: torch.Tensor
+    pixels: torch.Tensor
+
+    @classmethod
+    def collate(cls, items: list[dict]) -> DecodedBatch:
+        """``PairDataset`` items stacked into one batch (a DataLoader's ``collate_fn``)."""
+        return cls(**default_collate(items))
+
+    def pin_memory(self) -> DecodedBatch:
+        """Page-locked copies (what a DataLoader with ``pin_memory`` calls)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)})
 
 
 class ClipDataset(Dataset):
@@ -83,7 +132,7 @@ class CachedPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cache.caption_video)
 
-    def batch(self, indices) -> dict:
+    def batch(self, indices) -> CachedBatch:
         """A whole batch by fancy indexing (much faster than collating items one by one)."""
         c = self.cache
         idx = np.sort(np.asarray(indices))  # sorted reads are friendlier to memory-mapped files
@@ -96,7 +145,7 @@ class CachedPairDataset(Dataset):
                "frame_mask": torch.from_numpy(np.asarray(c.frame_mask[vids])),
                "video": torch.from_numpy(vids.astype(np.int64)),
                "caption": torch.from_numpy(self.caption[idx])}
-        return {k: v[torch.from_numpy(order)] for k, v in out.items()}
+        return CachedBatch(**{k: v[torch.from_numpy(order)] for k, v in out.items()})
 
     def __getitem__(self, i: int) -> dict:
         c, v = self.cache, int(self.cache.caption_video[i])
@@ -108,4 +157,5 @@ class CachedPairDataset(Dataset):
                 "video": v, "caption": int(self.caption[i])}
 
 
-__all__ = ["ClipDataset", "PairDataset", "CachedPairDataset", "caption_ids", "same_pair_mask"]
+__all__ = ["ClipDataset", "PairDataset", "CachedPairDataset", "PairBatch", "CachedBatch", "DecodedBatch", "caption_ids",
+           "same_pair_mask"]

@@ -1,6 +1,6 @@
 """The main job on the embedded default: world -> tiny CLIP pre-training -> GLSCL vs baselines -> table.
 
-    glscl demo [--quick] [--root data/world] [--out runs/demo]
+    glscl demo [--world scenes|objects] [--quick] [--root data/world] [--out runs/demo]
 
 1. generate the procedural world (real mp4 files in MSR-VTT's layout);
 2. pre-train a tiny open_clip model on single frames and their captions (our stand-in for CLIP);
@@ -9,6 +9,9 @@
    interaction alone, and CLIP4Clip-style mean pooling (same temporal transformer);
 5. evaluate each on the world's test split with the checkpoint chosen on validation, and print
    one table: t2v and v2t R@1/R@5/R@10/MdR/MnR and twin accuracy (chance = 50).
+
+The world, its tiny CLIP and the config come from ``glscl.engine.embedded``; ``--quick`` is its quick
+(the small world, a short pre-training, the short schedule), in its own folders (``-quick``).
 """
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ import time
 from pathlib import Path
 
 from glscl.config import ConfigError, RunConfig, build_config
-from glscl.data.world import generate_world, world_config
-from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+from glscl.engine.embedded import PRESETS, demo_config, prepare_embedded, quick_root
 from glscl.engine.results_folder import FolderLock, check_run_folder
 from glscl.engine.run import run
 from glscl.files import atomic_write, write_json
@@ -29,51 +31,23 @@ HEADS = (("GLSCL", "glscl", {"model.head": "glscl", "model.interaction": "both"}
 """(row of the table, run name, config overrides) of the three runs."""
 
 
-PRESETS = {"scenes": "embedded", "objects": "embedded-objects"}
-"""The preset of each embedded world."""
-
-
-def quick_schedule() -> dict:
-    """What "quick" changes (tests, ``--quick``, grid smoke tests): the fields preset embedded-quick sets
-    differently from embedded (a two-epoch schedule). The world is quick-sized too (``world_config``)."""
-    full, quick = build_config("embedded"), build_config("embedded-quick")
-    return {f"{section}.{key}": value for section in ("model", "loss", "data", "train")
-            for key, value in vars(getattr(quick, section)).items() if getattr(getattr(full, section), key) != value}
-
-
-def demo_config(root: str = "data/world", clip: str | None = None, out: str = "runs", cache: str | None = None,
-                quick: bool = False, world: str = "scenes") -> RunConfig:
-    """The embedded default of ``world`` (preset ``PRESETS[world]``, ``quick_schedule`` on top with ``quick``)
-    with its folders moved to ``root``."""
-    root = Path(root)
-    return build_config(PRESETS[world], {
-        **(quick_schedule() if quick else {}),
-        "out_dir": str(out), "data.root": str(root), "data.cache_dir": str(cache or root / "cache"),
-        "model.pretrained": str(clip or root / "clip-tiny-pretrained.safetensors")})
-
-
-def prepare_embedded(root: str | Path = "data/world", quick: bool = False, progress: bool = True,
-                     world: str = "scenes") -> Path:
-    """Generate the ``world`` (``scenes`` or ``objects``, ``glscl.data.world.world_config``) and pre-train
-    the tiny CLIP on its frames (each reused when already done); returns the checkpoint."""
-    root = Path(root)
-    generate_world(root, world_config(world, quick), progress=progress)
-    pre_cfg = PretrainConfig(steps=20 if quick else 400)
-    return pretrain_clip(root, root / "clip-tiny-pretrained.safetensors", pre_cfg, progress=progress)
-
-
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="glscl demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default="scenes", choices=tuple(PRESETS),
                     help="the embedded world: scenes (the default) or objects (the order and twin probes)")
     ap.add_argument("--root", help="where the world is generated, reused if present (default data/world, "
-                                   "data/world-objects for --world objects)")
-    ap.add_argument("--out", help="results folders of the three runs (default runs/demo, runs/demo-objects)")
-    ap.add_argument("--quick", action="store_true", help="a tiny world and a few steps (seconds; for tests)")
+                                   "data/world-objects for --world objects; with -quick appended for --quick)")
+    ap.add_argument("--out", help="results folders of the three runs (default runs/demo, runs/demo-objects; "
+                                  "with -quick appended for --quick)")
+    ap.add_argument("--quick", action="store_true",
+                    help="the small world, a short pre-training and the short schedule (seconds; for tests)")
     ap.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = ap.parse_args(argv)
     suffix = "" if args.world == "scenes" else f"-{args.world}"
-    args.root, args.out = args.root or f"data/world{suffix}", args.out or f"runs/demo{suffix}"
+    root, out = f"data/world{suffix}", f"runs/demo{suffix}"
+    if args.quick:
+        root, out = quick_root(root), quick_root(out)
+    args.root, args.out = args.root or root, args.out or out
     with FolderLock(args.out, "glscl demo"):  # one demo per results folder
         return _demo(args)
 

@@ -3,8 +3,13 @@
     results = run(cfg)
 
 * with ``data.cache_dir`` set, the frozen backbone encodes every split once into the feature cache
-  and only the head trains (fast: what ablation grids use);
-* otherwise training is end to end: decoded clips -> backbone -> head.
+  and only the head trains (fast: what ablation grids use): ``_run_cached``;
+* otherwise training is end to end: decoded clips -> backbone -> head: ``_run_decoded``.
+
+The run draws from one seed (``train.seed``, set once before either route starts): a random
+backbone, the head, then training. Building the backbone and the feature caches leaves the
+generators as they were (``generators_kept``), so a run that finds its caches built draws exactly
+what the run that built them drew.
 
 ``model.head`` picks the head (GLSCL, mean pooling or ALPRO's VTC, ``glscl.model.factory.create_head``)
 and its loss (``glscl.losses.create_loss``) for both routes; ``loss.pem_weight > 0`` adds ALPRO's
@@ -26,13 +31,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from glscl.config import ConfigError, RunConfig
 from glscl.data import load_splits, require_readable_videos
-from glscl.data.cache import build_cache, lookup_cache, source_key, weights_digest, weights_identity
+from glscl.data.cache import build_cache, cache_key, lookup_cache, weights_digest, weights_identity
 from glscl.data.dataset import PairDataset
 from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
@@ -40,10 +46,10 @@ from glscl.engine.checkpoint import load_weights
 from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
 from glscl.engine.resources import check_memory
 from glscl.engine.results_folder import FolderLock, check_run_folder, run_folder, start_fresh, write_run_files
-from glscl.engine.train import Trainer, decoded_batches, resolve_device, seed_everything, train_from_cache
+from glscl.engine.train import Batches, Trainer, cached_batches, decoded_batches, generators_kept, resolve_device, seed_everything
 from glscl.files import atomic_write, write_json
 from glscl.model.backbone import Tokenizer, create_backbone
-from glscl.model.factory import Retriever, create_head, end_to_end_encoder
+from glscl.model.factory import Retriever, create_head
 from glscl.pem import build_pem
 
 SPLITS = ("train", "val", "test")
@@ -65,21 +71,24 @@ def _vocab_source(cfg: RunConfig, splits) -> str:
     return json.dumps(sorted({c for s in splits.values() for c in s.captions}))
 
 
-def source_keys(cfg: RunConfig, splits) -> dict[str, str] | None:
-    """Each split's ``glscl.data.cache.source_key`` (None for a random backbone: no index)."""
+def cache_keys(cfg: RunConfig, splits, backbone=None) -> dict[str, str] | None:
+    """Each split's ``glscl.data.cache.cache_key``. The weights are named by ``weights_identity``; a random
+    backbone (``model.pretrained`` unset) by its built weights' digest, so its keys need ``backbone`` (None without)."""
     weights = weights_identity(cfg.model.pretrained, cfg.data.cache_dir)
     if weights is None:
-        return None
+        if backbone is None:
+            return None
+        weights = "sha256:" + weights_digest(backbone.clip)
     vocab_source = _vocab_source(cfg, splits) if cfg.model.compact_vocab else ""
-    return {s: source_key(cfg.model, cfg.data.sample_fps, splits[s], weights, vocab_source) for s in splits}
+    return {s: cache_key(cfg.model, cfg.data.sample_fps, splits[s], weights, vocab_source) for s in splits}
 
 
-def indexed_caches(cfg: RunConfig, splits, device) -> dict | None:
-    """Every split's cache from the source index, the backbone unbuilt; None on any miss."""
-    keys = source_keys(cfg, splits)
+def find_caches(cfg: RunConfig, splits) -> dict | None:
+    """Every split's feature cache when all are built (found by key, the backbone unbuilt); None otherwise."""
+    keys = cache_keys(cfg, splits)
     if keys is None or cfg.model.temporal_init == "clip":  # the head copies the backbone's text layers
         return None
-    caches = {s: lookup_cache(cfg.data.cache_dir, k) for s, k in keys.items()}
+    caches = {s: lookup_cache(cfg.data.cache_dir, splits[s], k) for s, k in keys.items()}
     return None if any(c is None for c in caches.values()) else caches
 
 
@@ -93,13 +102,12 @@ def load_backbone(cfg: RunConfig, splits, device="cpu"):
 
 
 def build_caches(cfg: RunConfig, backbone, splits, device="cpu", progress: bool = True) -> dict:
-    """Feature caches of every split (built once, then reused until weights, sampling or data change),
-    each recorded in the source index."""
-    weights = weights_digest(backbone.clip)  # hashed once for all splits
-    keys = source_keys(cfg, splits) or {}
-    return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, num_frames=cfg.model.num_frames,
+    """Feature caches of every split (built once, then reused until weights, sampling or data change);
+    ``backbone``: the one ``cfg`` names (``load_backbone``), whose features they hold."""
+    keys = cache_keys(cfg, splits, backbone)
+    return {s: build_cache(backbone, splits[s], cfg.data.cache_dir, keys[s], num_frames=cfg.model.num_frames,
                            sample_fps=cfg.data.sample_fps, num_workers=cfg.data.num_workers, device=device,
-                           progress=progress, weights=weights, source=keys.get(s)) for s in splits}
+                           progress=progress) for s in splits}
 
 
 def world_probes(cfg: RunConfig, sim: torch.Tensor, split) -> dict[str, float]:
@@ -129,6 +137,28 @@ def check_batch_size(cfg: RunConfig, train_split) -> None:
                           f"of the training split{source}")
 
 
+@dataclass(frozen=True)
+class Options:
+    """``run``'s options, passed on to either route (see ``run``)."""
+
+    progress: bool
+    resume: bool
+    overwrite: bool
+    stop_after_epoch: int | None
+
+
+@dataclass
+class Outcome:
+    """What a route hands back: its trainer (steps, epochs, best score, training time), S and the metrics on
+    test, and the seconds spent on the feature caches (0 end to end) and on the test evaluation."""
+
+    trainer: Trainer
+    sim: torch.Tensor
+    metrics: dict
+    cache_s: float
+    eval_s: float
+
+
 def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite: bool = False,
         stop_after_epoch: int | None = None) -> dict:
     """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the metrics record.
@@ -142,76 +172,24 @@ def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite
         raise ConfigError("data.cache_dir is set: training from the feature cache needs model.freeze_backbone=true")
     # one writer per results folder (rank 0 holds the lock for every process of a torchrun job)
     with FolderLock(run_folder(cfg), "glscl train") if dist.is_main() else contextlib.nullcontext():
-        return _run(cfg, progress=progress, resume=resume, overwrite=overwrite, stop_after_epoch=stop_after_epoch)
+        return _run(cfg, Options(progress, resume, overwrite, stop_after_epoch))
 
 
-def _run(cfg: RunConfig, *, progress: bool, resume: bool, overwrite: bool, stop_after_epoch: int | None) -> dict:
-    """``run`` with the results folder locked."""
+def _run(cfg: RunConfig, options: Options) -> dict:
+    """``run`` with the results folder locked: checks, the route, the record."""
     device = resolve_device(cfg.device)
-    check_run_folder(cfg, overwrite=overwrite)
-    seed_everything(cfg.train.seed)
+    check_run_folder(cfg, overwrite=options.overwrite)
     splits = load_splits(cfg.data)
     check_batch_size(cfg, splits["train"])
     check_memory(cfg, splits, device)
-    if not cfg.data.cache_dir and not cfg.data.skip_bad:
-        for name in ("val", "test"):
-            require_readable_videos(splits[name])
-    t0 = time.perf_counter()
-    caches = indexed_caches(cfg, splits, device) if cfg.data.cache_dir else None
-    backbone = None
-    if caches is None:  # no cache, or not every split's cache in the index: build the backbone (and the caches)
-        backbone, vocab = load_backbone(cfg, splits, device)
-        if cfg.data.cache_dir:
-            caches = build_caches(cfg, backbone, splits, device, progress)
-    if caches is not None:
-        meta = caches["train"].meta
-        vocab = tuple(meta["vocab"]) if meta["vocab"] is not None else None
-    t_cache = time.perf_counter() - t0 if cfg.data.cache_dir else 0.0
-    # building the backbone and the caches draws from the generator: the head and everything after it
-    # are seeded here, so a run that finds its caches in the index (no backbone built) trains the same
-    seed_everything(cfg.train.seed)
-    if backbone is None:
-        head = create_head(cfg.model, meta["width"], meta["logit_scale"]).to(device)
-    else:
-        head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
-    t0 = time.perf_counter()
-    if cfg.data.cache_dir:
-        start_fresh(cfg, resume=resume, overwrite=overwrite)
-        run_dir, trainer = train_from_cache(cfg, head, caches["train"], caches["val"], device=device, progress=progress,
-                                            resume=resume, stop_after_epoch=stop_after_epoch, vocab=vocab)
-        load_weights(run_dir / "checkpoints" / "best", head)
-        t1 = time.perf_counter()
-        sim, metrics = evaluate_cached(head, caches["test"], device, annotation=world_annotation(cfg, splits["test"]))
-    else:
-        if cfg.model.freeze_backbone:
-            backbone.requires_grad_(False)
-        model = Retriever(backbone, head).to(device)
-        t_cache = 0.0
-        ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, ClipTransform.for_backbone(backbone),
-                         cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
-
-        pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None
-        encode = end_to_end_encoder(model, patch_tokens=pem is not None)
-        evaluate_split = lambda split, annotation=None: evaluate_decoded(
-            model, split, cfg.model.num_frames, cfg.data.sample_fps, device, num_workers=cfg.data.num_workers,
-            annotation=annotation)
-        start_fresh(cfg, resume=resume, overwrite=overwrite)
-        run_dir = run_folder(cfg)
-        trainer = Trainer(cfg, model, head, encode, decoded_batches(ds, cfg.data.num_workers, device.type == "cuda"),
-                          run_dir, device, validate=lambda: evaluate_split(splits["val"])[1],
-                          vocab=vocab, progress=progress, pem=pem)
-        if resume:
-            trainer.resume()
-        write_run_files(cfg, device)
-        trainer.fit(stop_after_epoch=stop_after_epoch)
-        load_weights(run_dir / "checkpoints" / "best", model)
-        t1 = time.perf_counter()
-        sim, metrics = evaluate_split(splits["test"], world_annotation(cfg, splits["test"]))
-    t_eval = time.perf_counter() - t1
+    seed_everything(cfg.train.seed)  # the run's one seed: a random backbone, the head, then training draw from it
+    route = _run_cached if cfg.data.cache_dir else _run_decoded
+    outcome = route(cfg, splits, device, options)
+    run_dir, trainer, sim = run_folder(cfg), outcome.trainer, outcome.sim
     record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
-              **metrics, **world_probes(cfg, sim, splits["test"]),
+              **outcome.metrics, **world_probes(cfg, sim, splits["test"]),
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
-              "cache_s": t_cache, "train_s": trainer.train_seconds, "eval_s": t_eval,
+              "cache_s": outcome.cache_s, "train_s": trainer.train_seconds, "eval_s": outcome.eval_s,
               "seed": cfg.train.seed, "interaction": cfg.model.interaction, "num_queries": cfg.model.num_queries,
               "head": cfg.model.head, "pem_weight": cfg.loss.pem_weight,
               "skipped_items": sum(len(s.skipped) for s in splits.values())}
@@ -225,3 +203,67 @@ def _run(cfg: RunConfig, *, progress: bool, resume: bool, overwrite: bool, stop_
         write_json(Path(run_dir) / "metrics.json", record)
         atomic_write(Path(run_dir) / "test_similarity.pt", lambda tmp: torch.save(sim, tmp))
     return record
+
+
+def _run_cached(cfg: RunConfig, splits, device, options: Options) -> Outcome:
+    """The head alone, on the frozen backbone's feature caches (found by key, else built here)."""
+    t0 = time.perf_counter()
+    backbone = None
+    with generators_kept(device):
+        caches = find_caches(cfg, splits)
+        if caches is None:  # a cache missing, or the head needs the backbone: build it (and the missing caches)
+            backbone, _ = load_backbone(cfg, splits, device)
+            caches = build_caches(cfg, backbone, splits, device, options.progress)
+    cache_s = time.perf_counter() - t0
+    meta = caches["train"].meta
+    vocab = tuple(meta["vocab"]) if meta["vocab"] is not None else None
+    if backbone is None:
+        head = create_head(cfg.model, meta["width"], meta["logit_scale"]).to(device)
+    else:
+        head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
+    validate = lambda: evaluate_cached(head, caches["val"], device)[1]  # noqa: E731
+    trainer = _train(cfg, head, cached_batches(caches["train"]), device, validate, vocab, None, options)
+    t1 = time.perf_counter()
+    sim, metrics = evaluate_cached(head, caches["test"], device, annotation=world_annotation(cfg, splits["test"]))
+    return Outcome(trainer, sim, metrics, cache_s, time.perf_counter() - t1)
+
+
+def _run_decoded(cfg: RunConfig, splits, device, options: Options) -> Outcome:
+    """End to end: decoded clips through the backbone and the head (plus PEM with ``loss.pem_weight > 0``)."""
+    if not cfg.data.skip_bad:
+        for name in ("val", "test"):
+            require_readable_videos(splits[name])
+    with generators_kept(device):
+        backbone, vocab = load_backbone(cfg, splits, device)
+    head = create_head(cfg.model, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
+    if cfg.model.freeze_backbone:
+        backbone.requires_grad_(False)
+    model = Retriever(backbone, head).to(device)
+    ds = PairDataset(splits["train"], backbone.tokenizer, cfg.model.num_frames, ClipTransform.for_backbone(backbone),
+                     cfg.data.sample_fps, augment=cfg.data.augment, seed=cfg.train.seed)
+    pem = build_pem(cfg, model, splits["train"].captions, device) if cfg.loss.pem_weight > 0 else None
+
+    def evaluate_split(split, annotation=None):
+        return evaluate_decoded(model, split, cfg.model.num_frames, cfg.data.sample_fps, device,
+                                num_workers=cfg.data.num_workers, annotation=annotation)
+
+    batches = decoded_batches(ds, cfg.data.num_workers, device.type == "cuda")
+    trainer = _train(cfg, model, batches, device, lambda: evaluate_split(splits["val"])[1], vocab, pem, options)
+    t1 = time.perf_counter()
+    sim, metrics = evaluate_split(splits["test"], world_annotation(cfg, splits["test"]))
+    return Outcome(trainer, sim, metrics, 0.0, time.perf_counter() - t1)
+
+
+def _train(cfg: RunConfig, model, batches: Batches, device, validate, vocab, pem, options: Options) -> Trainer:
+    """Both routes' training: a fresh or resumed results folder, the trainer's loop, then ``model`` holds the
+    checkpoint chosen on validation (``checkpoints/best``)."""
+    start_fresh(cfg, resume=options.resume, overwrite=options.overwrite)
+    run_dir = run_folder(cfg)
+    trainer = Trainer(cfg, model, batches, run_dir, device, validate=validate, vocab=vocab, progress=options.progress,
+                      pem=pem)
+    if options.resume:
+        trainer.resume()
+    write_run_files(cfg, device)
+    trainer.fit(stop_after_epoch=options.stop_after_epoch)
+    load_weights(run_dir / "checkpoints" / "best", model)
+    return trainer

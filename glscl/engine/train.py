@@ -6,6 +6,8 @@
 * gradient-norm clipping; AMP (bf16 / fp16) on CUDA;
 * deterministic: data order and augmentation are drawn from (seed, epoch), dropout from a
   checkpointed RNG state, so a run interrupted and resumed ends with the same weights;
+* one loop for both routes: a head on a ``CachedBatch`` (features from the cache) or a
+  ``Retriever`` (backbone + head) on a ``DecodedBatch`` (``encode_batch``);
 * validation on the validation split every ``eval_every`` epochs; the best checkpoint is chosen
   on it (t2v R@1 + R@5 + R@10), never on test;
 * each epoch's checkpoint (``last``) is saved before validation, so a failing validation loses
@@ -16,17 +18,18 @@
   or ALPRO's VTC); with a ``pem`` object (``loss.pem_weight > 0``, end to end) the prompt entity
   modeling loss is added: L = L_head + pem_weight * L_PEM, its crop boxes drawn from (seed, step, rank).
 
-The results folder of a run (``<out_dir>/<name>``, see ``glscl.engine.results_folder``) holds
-config.yaml, fingerprint.json, environment.json, curve.csv, metrics.json and checkpoints/{last,best}.
+The trainer writes curve.csv and checkpoints/{last,best} into ``run_dir``, the run's results folder
+(``glscl.engine.results_folder``).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +38,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from glscl.config import ConfigError, RunConfig
-from glscl.data.dataset import CachedPairDataset, PairDataset, same_pair_mask
+from glscl.data.dataset import CachedBatch, CachedPairDataset, DecodedBatch, PairDataset, same_pair_mask
 from glscl.engine import distributed as dist
 from glscl.engine.checkpoint import load_train_state, load_weights, save_checkpoint, save_train_state
-from glscl.engine.evaluate import evaluate_cached
-from glscl.engine.results_folder import run_folder, write_run_files
 from glscl.files import atomic_write
 from glscl.losses import create_loss
+from glscl.model.embedding import TextEmbedding, VideoEmbedding
+from glscl.model.factory import Retriever
 from glscl.progress import progress_bar
 
 NO_DECAY_WORDS = ("bias", "norm", "ln_", "embedding", "position", "queries", "logit_scale", "class_embedding")
@@ -52,9 +55,21 @@ class NonFiniteLossError(RuntimeError):
 
 
 def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's generators (every device's) set to ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def generators_kept(device: torch.device) -> Iterator[None]:
+    """Whatever runs inside draws from the generators as they are, and leaves them as they were: building
+    the backbone or the feature caches does not move what the head and training draw after it."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    random.setstate(py)
+    np.random.set_state(np_state)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,6 +111,9 @@ def warmup_cosine(total_steps: int, warmup: float) -> Callable[[int], float]:
     return f
 
 
+Batch = CachedBatch | DecodedBatch
+
+
 @dataclass
 class Batches:
     """Where training batches come from: the feature cache (head only) or decoded videos (end to end).
@@ -104,38 +122,54 @@ class Batches:
     """
 
     num_items: int
-    iterate: Callable[[np.ndarray, int], Iterable[dict]]
+    iterate: Callable[[np.ndarray, int], Iterable[Batch]]
 
 
 def cached_batches(cache) -> Batches:
+    """``CachedBatch``es of a ``FeatureCache``, read by fancy indexing."""
     ds = CachedPairDataset(cache)
     return Batches(len(ds), lambda order, epoch: (ds.batch(idx) for idx in order))
 
 
 def decoded_batches(ds: PairDataset, num_workers: int, pin_memory: bool = False) -> Batches:
-    """Decoded clips through a DataLoader with worker processes (augmentation seeded per item)."""
+    """``DecodedBatch``es through a DataLoader with worker processes (augmentation seeded per item)."""
     def iterate(order, epoch):
         ds.epoch = epoch  # workers copy the dataset when the iterator starts
         return DataLoader(ds, batch_sampler=order.tolist(), num_workers=num_workers, pin_memory=pin_memory,
-                          prefetch_factor=4 if num_workers else None)
+                          prefetch_factor=4 if num_workers else None, collate_fn=DecodedBatch.collate)
     return Batches(len(ds), iterate)
 
 
-class Trainer:
-    """Trains ``model`` (a head on cached features, or a ``Retriever`` end to end).
+def encode_batch(model: torch.nn.Module, batch: Batch,
+                 patch_tokens: bool = False) -> tuple[TextEmbedding, VideoEmbedding, torch.Tensor | None]:
+    """(text embedding, video embedding, patch tokens) of a batch: a head on a ``CachedBatch``'s features, a
+    ``Retriever`` (backbone, then head) on a ``DecodedBatch``. ``patch_tokens``: also the backbone's patch
+    tokens (B x T x P x d, from the same forward pass; what PEM pools), else None."""
+    if isinstance(batch, CachedBatch):
+        return (model.encode_text(batch.sentence, batch.tokens, batch.token_mask),
+                model.encode_video(batch.frames, batch.frame_mask), None)
+    text = model.encode_text(batch.ids)
+    if not patch_tokens:
+        return text, model.encode_video(batch.pixels, batch.frame_mask), None
+    frames, tokens = model.backbone.encode_frames(batch.pixels, patch_tokens=True)
+    return text, model.head.encode_video(frames, batch.frame_mask), tokens
 
-    ``encode(batch)`` -> (text embedding, video embedding) on the local batch, optionally followed
-    by a dict of extras (``{'patch_tokens': ...}`` for PEM); the trainer gathers the embeddings
-    across processes, forms S with ``head.similarity`` and applies the head's loss
-    (``create_loss(cfg)``).
+
+class Trainer:
+    """Trains ``model``: a head on ``CachedBatch``es, or a ``Retriever`` (backbone + head) end to end on
+    ``DecodedBatch``es.
+
+    Each step encodes the local batch (``encode_batch``), gathers the embeddings across processes,
+    forms S with the head's ``similarity`` and applies the head's loss (``create_loss(cfg)``).
     ``validate()`` -> metrics dict on the validation split (or None).
     ``pem``: a ``glscl.pem.PromptEntityModeling`` whose loss is added with weight ``loss.pem_weight``.
     """
 
-    def __init__(self, cfg: RunConfig, model: torch.nn.Module, head, encode: Callable, batches: Batches,
-                 run_dir: str | Path, device: torch.device, validate: Callable[[], dict] | None = None,
-                 vocab=None, progress: bool = True, pem=None):
-        self.cfg, self.model, self.head, self.encode, self.batches = cfg, model, head, encode, batches
+    def __init__(self, cfg: RunConfig, model: torch.nn.Module, batches: Batches, run_dir: str | Path,
+                 device: torch.device, validate: Callable[[], dict] | None = None, vocab=None, progress: bool = True,
+                 pem=None):
+        self.cfg, self.model, self.batches = cfg, model, batches
+        self.head = model.head if isinstance(model, Retriever) else model
         self.pem, self.loss = pem, create_loss(cfg)
         self.run_dir, self.device, self.validate, self.vocab, self.progress = Path(run_dir), device, validate, vocab, progress
         t = cfg.train
@@ -200,17 +234,18 @@ class Trainer:
         return True
 
     # -- one step ------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimiser step on ``batch`` (on the trainer's device); returns the loss and its parts."""
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            text, video, *extras = self.encode(batch)
+            text, video, patch_tokens = encode_batch(self.model, batch, patch_tokens=self.pem is not None)
             text, video = text.map(dist.gather), video.map(dist.gather)  # the global batch
             sim = self.head.similarity(text, video).float()
-            same = same_pair_mask(dist.gather(batch["video"].to(self.device)), dist.gather(batch["caption"].to(self.device)))
+            same = same_pair_mask(dist.gather(batch.video.to(self.device)), dist.gather(batch.caption.to(self.device)))
             parts = self.loss(self.head, sim, text, video, same)
             if self.pem is not None:
                 boxes = torch.Generator().manual_seed(hash((self.cfg.train.seed, self.step, dist.rank())) & 0x7FFFFFFF)
-                parts.update(self.pem.loss(batch["pixels"], batch["frame_mask"], extras[0]["patch_tokens"], generator=boxes))
+                parts.update(self.pem.loss(batch.pixels, batch.frame_mask, patch_tokens, generator=boxes))
                 parts["loss"] = parts["loss"] + self.cfg.loss.pem_weight * parts["pem"]
         loss = parts["loss"]
         if not torch.isfinite(loss):
@@ -289,11 +324,11 @@ class Trainer:
             wait += time.perf_counter() - tw
             if batch is None:
                 break
-            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = batch.to(self.device, non_blocking=True)
             losses = self.train_step(batch)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
-            n_clips += len(batch["video"]) * self.world
+            n_clips += len(batch) * self.world
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", clips_s=f"{n_clips / (time.perf_counter() - t0):.0f}")
         n = max(1, self.step - self.epoch * self.steps_per_epoch)
@@ -326,28 +361,3 @@ class Trainer:
                 w.writeheader()
                 w.writerows(self.curve)
         atomic_write(self.run_dir / "curve.csv", write)
-
-
-def cached_encoder(head):
-    """encode(batch) for head-only training on cached features."""
-    def encode(batch):
-        text = head.encode_text(batch["sentence"], batch["tokens"], batch["token_mask"])
-        video = head.encode_video(batch["frames"], batch["frame_mask"])
-        return text, video
-    return encode
-
-
-def train_from_cache(cfg: RunConfig, head, train_cache, val_cache=None, *, device=None, progress: bool = True,
-                     resume: bool = True, stop_after_epoch: int | None = None, vocab=None) -> tuple[Path, Trainer]:
-    """Train a head on cached features; returns the results folder and the trainer."""
-    device = device or resolve_device(cfg.device)
-    head.to(device)
-    run_dir = run_folder(cfg)
-    validate = (lambda: evaluate_cached(head, val_cache, device)[1]) if val_cache is not None else None
-    trainer = Trainer(cfg, head, head, cached_encoder(head), cached_batches(train_cache), run_dir, device,
-                      validate=validate, vocab=vocab, progress=progress)
-    if resume:
-        trainer.resume()
-    write_run_files(cfg, device)
-    trainer.fit(stop_after_epoch=stop_after_epoch)
-    return run_dir, trainer

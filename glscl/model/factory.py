@@ -73,15 +73,3 @@ def create_model(cfg: ModelConfig, device: str | torch.device = "cpu", vocab: tu
         backbone.requires_grad_(False)
     head = create_head(cfg, backbone.width, float(backbone.logit_scale.detach()), backbone).to(device)
     return Retriever(backbone, head)
-
-
-def end_to_end_encoder(model: nn.Module, patch_tokens: bool = False):
-    """``encode(batch)`` for end-to-end training: (text, video), plus {'patch_tokens': B x T x P x d}
-    from the same forward pass when ``patch_tokens`` (what PEM pools)."""
-    def encode(batch):
-        text = model.encode_text(batch["ids"])
-        if not patch_tokens:
-            return text, model.encode_video(batch["pixels"], batch["frame_mask"])
-        frames, tokens = model.backbone.encode_frames(batch["pixels"], patch_tokens=True)
-        return text, model.head.encode_video(frames, batch["frame_mask"]), {"patch_tokens": tokens}
-    return encode

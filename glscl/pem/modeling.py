@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glscl.config import PEMConfig, RunConfig
+from glscl.data.video import ClipTransform
 from glscl.model.backbone import Backbone, create_backbone
 from glscl.model.interaction import masked_mean
 from glscl.pem.entities import TEMPLATES, entity_prompts, mine_entities
@@ -187,10 +188,10 @@ class PromptEntityModeling:
 
     def _prompter_pixels(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels in the prompter's normalisation and the prompter's value of black (per channel)."""
-        pre = self.prompter.backbone.preprocess_cfg
-        mean_p = torch.tensor(pre["mean"], dtype=pixels.dtype, device=pixels.device)
-        std_p = torch.tensor(pre["std"], dtype=pixels.dtype, device=pixels.device)
-        if tuple(pre["mean"]) != tuple(self.model_mean) or tuple(pre["std"]) != tuple(self.model_std):
+        pre = ClipTransform.for_backbone(self.prompter.backbone)
+        mean_p = torch.tensor(pre.mean, dtype=pixels.dtype, device=pixels.device)
+        std_p = torch.tensor(pre.std, dtype=pixels.dtype, device=pixels.device)
+        if pre.mean != tuple(self.model_mean) or pre.std != tuple(self.model_std):
             mean_m = torch.tensor(self.model_mean, dtype=pixels.dtype, device=pixels.device).view(1, 1, 3, 1, 1)
             std_m = torch.tensor(self.model_std, dtype=pixels.dtype, device=pixels.device).view(1, 1, 3, 1, 1)
             pixels = ((pixels * std_m + mean_m) - mean_p.view(1, 1, 3, 1, 1)) / std_p.view(1, 1, 3, 1, 1)
@@ -239,6 +240,5 @@ def build_pem(cfg: RunConfig, model: nn.Module, captions: Sequence[str],
     if prompter.backbone.image_size != model.backbone.image_size:
         raise ValueError(f"prompter image size {prompter.backbone.image_size} != model image size {model.backbone.image_size}")
     model.entity_head = EntityHead(model.backbone.width, len(entities)).to(device)
-    pre = model.backbone.preprocess_cfg
-    return PromptEntityModeling(prompter, model.entity_head, patch, grid, cfg.pem,
-                                tuple(pre["mean"]), tuple(pre["std"]))
+    pre = ClipTransform.for_backbone(model.backbone)
+    return PromptEntityModeling(prompter, model.entity_head, patch, grid, cfg.pem, pre.mean, pre.std)

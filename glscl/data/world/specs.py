@@ -143,16 +143,14 @@ def speed_for(span: int, size: int) -> int:
 
 SCENES = dict(kind="scenes", frames=12, shapes=5, colours=8, distractors=0, detail_share=0.0, twin_share=0.0)
 """The scenes world's settings that differ from the objects world's (``world_config``)."""
-QUICK = dict(n_train=120, n_val=40, n_test=40)
-"""A world for tests and ``--quick``: seconds to write."""
 
 
-def world_config(kind: str = "scenes", quick: bool = False, **settings) -> WorldConfig:
-    """The shipped world of this kind (``objects`` or ``scenes``), ``QUICK``-sized when asked, with
-    ``settings`` (WorldConfig fields) on top."""
+def world_config(kind: str = "scenes", **settings) -> WorldConfig:
+    """The shipped world of this kind (``objects`` or ``scenes``) with ``settings`` (WorldConfig fields) on top
+    (the embedded world's quick size: ``glscl.engine.embedded.world_settings``)."""
     if kind not in WORLD_KINDS:
         raise ValueError(f"WorldConfig.kind must be one of {', '.join(WORLD_KINDS)}, got {kind!r}")
-    return WorldConfig(**{**(SCENES if kind == "scenes" else {}), **(QUICK if quick else {}), **settings})
+    return WorldConfig(**{**(SCENES if kind == "scenes" else {}), **settings})
 
 
 def _require(condition: bool, name: str, message: str) -> None:

@@ -6,7 +6,7 @@ In: the notebook's parameters (papermill injects them)
     out_dir        where results folders are written
     base           a preset ('embedded') or a config YAML: ``glscl.config.build_config``'s base
     overrides      dotted config keys -> values, e.g. {"model.num_queries": 4, "train.seed": 1}
-    quick          smoke test: ``quick_overrides`` on top (preset embedded-quick's schedule, world at <root>-quick)
+    quick          smoke test: the embedded world's quick (``glscl.engine.embedded.quick_config``)
     prepare_world  generate the world and pre-train the tiny CLIP first (reused when present)
     progress       progress bars
 
@@ -34,7 +34,6 @@ from glscl.files import write_json
 
 RECORD_FILE = "record.json"
 RECORD_METRICS = ("t2v_R@1", "run_s")  # numbers every finished run's record holds
-WORLD_PATH_KEYS = ("data.root", "data.video_dir", "data.cache_dir", "model.pretrained")
 
 
 def notebook_path() -> Path:
@@ -50,34 +49,19 @@ def flat(cfg: RunConfig) -> dict[str, Any]:
     return {k: functools.reduce(getattr, k.split("."), cfg) for k, _, _ in describe()}
 
 
-def quick_overrides(cfg: RunConfig) -> dict[str, Any]:
-    """What ``quick`` changes: the fields preset embedded-quick sets differently from embedded (its
-    short schedule), and on the world the paths under data.root moved to ``<root>-quick``, where
-    ``prepare_embedded(quick=True)`` puts its small world, so a quick run never replaces the full one."""
-    from glscl.engine.demo import quick_schedule
-
-    changes = quick_schedule()
-    if cfg.data.dataset == "world":
-        root = cfg.data.root.rstrip("/")
-        current = flat(cfg)
-        for key in WORLD_PATH_KEYS:
-            value = current[key]
-            if isinstance(value, str) and (value == root or value.startswith(root + "/")):
-                changes[key] = root + "-quick" + value[len(root):]
-    return changes
-
-
 def run_config(base: str | None, overrides: dict | None = None, *, name: str | None = None, out_dir: str | None = None,
                quick: bool = False) -> RunConfig:
-    """One run's config: ``build_config(base, overrides + name + out_dir)``, then ``quick_overrides`` with ``quick``."""
+    """One run's config: ``build_config(base, overrides + name + out_dir)``, made quick (``quick_config``) with ``quick``."""
+    from glscl.engine.embedded import quick_config
+
     extra = {k: v for k, v in (("name", name), ("out_dir", out_dir)) if v is not None}
     cfg = build_config(base, {**(overrides or {}), **extra})
-    return build_config(cfg, quick_overrides(cfg)) if quick else cfg
+    return quick_config(cfg) if quick else cfg
 
 
 def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = False, progress: bool = True) -> dict:
     """Prepare the world (optional), ``run(cfg)``, and write ``<out_dir>/<name>/record.json``; returns the record."""
-    from glscl.engine.demo import prepare_embedded
+    from glscl.engine.embedded import prepare_embedded
     from glscl.engine.run import run
 
     t0 = time.perf_counter()

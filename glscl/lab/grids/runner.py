@@ -40,7 +40,7 @@ __all__ = ["run_grid", "plan", "prepare_inputs", "read_table", "collect", "main"
 def prepare_inputs(configs: list[RunConfig], prepare_world: bool, quick: bool, progress: bool = True) -> None:
     """Generate the world / tiny CLIP and build every feature cache once, before the runs start."""
     if prepare_world:
-        from glscl.engine.demo import prepare_embedded
+        from glscl.engine.embedded import prepare_embedded
         for root, world in sorted({(c.data.root, c.data.world) for c in configs if c.data.dataset == "world"}):
             prepare_embedded(root, quick=quick, progress=progress, world=world)
     from glscl.data.cache import weights_identity
@@ -243,5 +243,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                             "differ to <out>/replaced-<time> and run them again")
     p.add_argument("--dry-run", action="store_true", help="list the runs (and what would run) without running")
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: preset embedded-quick's short schedule, the world at <root>-quick (prepared here)")
+                   help="smoke test: the embedded world's quick (the small world at <root>-quick, prepared here, "
+                        "and the short schedule; glscl.engine.embedded)")
     p.add_argument("--notebook", help="a run notebook of your own with the same parameters (default: the shipped one)")

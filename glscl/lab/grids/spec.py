@@ -4,7 +4,7 @@ A grid file (YAML) names a base config and dotted config keys (the ones ``glscl 
 ``key=value``)::
 
     description: what the grid asks
-    base: embedded             # a preset (glscl/presets: embedded, embedded-quick) or a config YAML,
+    base: embedded             # a preset (glscl/presets: embedded, embedded-short) or a config YAML,
                                # relative to the grid file; required
     prepare_world: true        # data.dataset=world: generate the world and pre-train the tiny CLIP first
     fixed:                     # settings shared by every run, on top of the base

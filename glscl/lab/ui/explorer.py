@@ -192,12 +192,14 @@ class RetrievalExplorer:
         from glscl.data import load_split
         from glscl.data.cache import build_cache
         from glscl.engine.loading import load_run
+        from glscl.engine.run import cache_keys
 
         loaded = load_run(run_dir, device)
         cfg = loaded.config
         gallery = load_split(cfg.data, split)
         if loaded.cached:
-            cache = build_cache(loaded.backbone, gallery, cfg.data.cache_dir, num_frames=cfg.model.num_frames,
+            key = cache_keys(cfg, {split: gallery}, loaded.backbone)[split]
+            cache = build_cache(loaded.backbone, gallery, cfg.data.cache_dir, key, num_frames=cfg.model.num_frames,
                                 sample_fps=cfg.data.sample_fps, num_workers=0, device=device, progress=False)
             features = SplitFeatures.from_cache(cache, gallery.video_paths)
         else:

@@ -5,8 +5,9 @@
     text = tut.encode_captions(["a small red circle moves left"])
 
 ``setup`` reuses what is on disk and never overwrites it: a world (``world.json``) and its tiny CLIP
-checkpoint are made only when missing (``glscl.engine.demo.prepare_embedded``), and the config is the
-demo's (``demo_config``), so the tutorials read the feature cache ``glscl demo`` built. With a trained
+checkpoint are made only when missing (``glscl.engine.embedded.prepare_embedded``), and the config is the
+demo's (``demo_config``), so the tutorials read the feature cache ``glscl demo`` built. ``quick`` is the
+embedded world's quick (``glscl.engine.embedded``: the small world, a short pre-training, the short schedule). With a trained
 GLSCL run in ``run_dir`` its config, backbone and head are loaded (``glscl.engine.loading.load_run``).
 
 ``train_variants`` trains a few runs of one config that differ in some fields (each from the feature
@@ -23,13 +24,11 @@ import torch
 from glscl.config import RunConfig, build_config
 from glscl.data.video import ClipTransform, load_clip
 from glscl.data.world import World, load_world
+from glscl.engine.embedded import CLIP_NAME
 from glscl.lab.ui import viz
 from glscl.model.backbone import Backbone, TextFeatures
 
 __all__ = ["Tutorial", "setup", "train_variants", "claim", "exercise", "say", "CLIP_NAME"]
-
-CLIP_NAME = "clip-tiny-pretrained.safetensors"
-"""The tiny CLIP checkpoint ``glscl demo`` writes into the world folder."""
 
 
 @dataclass
@@ -85,16 +84,13 @@ class Tutorial:
 
 def _clip_for(root: Path, clip, quick: bool, world: str) -> Path:
     """The tiny CLIP checkpoint to use: ``clip`` if given, else the world folder's (made if missing)."""
-    from glscl.engine.demo import prepare_embedded
-    from glscl.engine.pretrain import PretrainConfig, pretrain_clip
+    from glscl.engine.embedded import prepare_embedded, pretrain_tiny_clip
 
     if clip is not None:
         return viz.repo_path(clip)
     if (root / "world.json").is_file():   # never regenerate a world whose settings differ from quick/full
         path = root / CLIP_NAME
-        if not path.is_file():
-            path = pretrain_clip(root, path, PretrainConfig(steps=20 if quick else 400), progress=False)
-        return Path(path)
+        return path if path.is_file() else Path(pretrain_tiny_clip(root, quick, progress=False))
     return Path(prepare_embedded(root, quick, progress=False, world=world))
 
 
@@ -108,7 +104,7 @@ def setup(root: str | Path = "data/world", clip: str | Path | None = None, quick
     ``head_kind`` head when that is given); its config then replaces the demo's. out, cache: the
     config's ``out_dir`` and ``data.cache_dir`` (default: ``<root>/cache``, the demo's cache).
     """
-    from glscl.engine.demo import demo_config
+    from glscl.engine.embedded import demo_config
     from glscl.engine.loading import load_run
     from glscl.engine.run import load_backbone
 

@@ -36,7 +36,8 @@ from glscl.config_files import (  # noqa: F401 (ConfigError, PRESET_DIR, presets
 
 
 class ConfigTypeError(ConfigError):
-    """A value of the wrong type, or not one of the field's choices (a typo, as opposed to a value out of range)."""
+    """A setting wrong for any value: the wrong type, not one of the field's choices, or a field the config
+    does not read (a typo or a mistaken setting, as opposed to a value out of range)."""
 
 
 def _field(default: Any, help: str, *, choices: tuple | None = None,
@@ -171,7 +172,9 @@ class ModelConfig(_Section):
     temporal_activation: str = _field("relu", "Activation inside the temporal transformer's MLP: 'relu', 'quick_gelu' (x sigmoid(1.702 x): CLIP4Clip's seqTransf, as in the released code, and OpenAI CLIP's own) or 'gelu' (the text layers of open_clip's other models, glscl-tiny included).", choices=("relu", "gelu", "quick_gelu"))
     temporal_init: str = _field("random", "Initial weights of the temporal transformer: 'random', or 'clip' (CLIP4Clip's seqTransf, as in the released code): layer i copies layer i of the backbone's text transformer and the frame positions the first T rows of its text positional embedding (needs text width = embedding width and model.temporal_heads = the text heads).", choices=("random", "clip"))
     temporal_dropout: float | None = _field(None, "Dropout inside the temporal transformer; None = model.dropout (the released code's seqTransf has none: 0).", min=0.0, max=1.0)
+    temporal_norm_eps: float = _field(1e-5, "eps of the temporal transformer's LayerNorms (CLIP's: 1e-5; the released code's seqTransf: 1e-12).", min=1e-30)
     decoder_norm: str = _field("pre", "Layer norms of the local interaction decoder: 'pre' (before each sublayer, plus a final LayerNorm) or 'post' (after each residual sum, no final norm: PyTorch's default decoder layer, as in the released code).", choices=("pre", "post"))
+    decoder_key_padding_mask: bool = _field(True, "Keep padded frames and tokens out of the local interaction decoder's cross-attention (the released decoder passes no mask: its queries attend to padding too).")
     query_init: str = _field("randn", "Initial queries of the local interaction: 'randn' (normal, std d^-1/2) or 'rand' (uniform on [0, 1), as in the released code).", choices=("randn", "rand"))
     freeze_backbone: bool = _field(False, "Keep the CLIP backbone frozen (required when training from the feature cache).")
     head: str = _field("glscl", "Similarity head and its training loss: 'glscl' (S = S_g + lambda S_l, see model.interaction; InfoNCE + ICL + IDL), 'mean_pooling' (CLIP4Clip's meanP: S = cos(t, mean of the real v_f), same temporal transformer; InfoNCE) or 'vtc' (ALPRO's video-text contrastive baseline: text [CLS] = end-of-text state, video [CLS] = mean of the temporal transformer's frame outputs, each projected to model.vtc_dim and L2-normalised, S = cosine, symmetric InfoNCE at a learned temperature). Queries, interaction and ICL/IDL belong to 'glscl' only. Every head trains from the feature cache or end to end.", choices=("glscl", "mean_pooling", "vtc"))
@@ -194,7 +197,7 @@ class LossConfig(_Section):
     released_beta: float = _field(0.02, "'released' variant: beta of the per-query consistency term (released scripts: 0.02 for MSR-VTT, 0.005 for the other datasets).", min=0.0)
     released_target: float = _field(0.75, "'released' variant: target cosine of the per-query consistency term.", min=-1.0, max=1.0)
     mask_false_negatives: bool = _field(True, "Exclude in-batch pairs whose captions are identical from the negatives.")
-    max_logit_scale: float = _field(100.0, "Clamp of CLIP's learned logit scale exp(s).", min=1.0)
+    max_logit_scale: float | None = _field(100.0, "Clamp of the learned logit scale exp(s) (CLIP's: 100); None = no clamp, as in the released code.", min=1.0)
     pem_weight: float = _field(0.0, "Weight of ALPRO's prompt entity modeling loss, added to the head's loss (0 = off; ALPRO: 1). PEM needs pixels, so it trains end to end only (data.cache_dir must be unset); its settings are in the pem section.", min=0.0)
 
 
@@ -232,7 +235,8 @@ class TrainConfig(_Section):
     batch_size: int = _field(128, "Global batch size (split across processes).", min=2)
     lr: float = _field(1e-4, "Learning rate of the new modules (temporal transformer, queries, decoder).", min=0.0)
     backbone_lr_coef: float = _field(1e-3, "Backbone lr = lr x this coefficient (paper: 1e-7 = 1e-4 x 1e-3).", min=0.0)
-    weight_decay: float = _field(0.2, "AdamW weight decay (not applied to biases, norms, embeddings, logit scale).", min=0.0)
+    weight_decay: float = _field(0.2, "AdamW weight decay (not applied to biases, norms, embeddings, queries; nor to the logit scale unless train.logit_scale_group = 'backbone').", min=0.0)
+    logit_scale_group: str = _field("head", "How the head's learned logit scale trains: 'head' (at train.lr, no weight decay) or 'backbone' (as the released code trains CLIP's own: at train.lr x train.backbone_lr_coef, with weight decay).", choices=("head", "backbone"))
     betas: tuple[float, float] = _field((0.9, 0.98), "AdamW betas.")
     eps: float = _field(1e-6, "AdamW epsilon.", min=0.0)
     warmup: float = _field(0.1, "Fraction of the steps spent in linear warm-up before the cosine decay.", min=0.0, max=1.0)
@@ -385,7 +389,7 @@ def build_config(base: str | Path | RunConfig | list | tuple | None = None,
             raise ConfigError(f"unknown config key '{key}'")
         node[parts[-1]] = value
     try:
-        return RunConfig.from_dict(data)
+        cfg = RunConfig.from_dict(data)
     except ConfigError as e:
         if base is None or isinstance(base, RunConfig):
             raise
@@ -398,6 +402,24 @@ def build_config(base: str | Path | RunConfig | list | tuple | None = None,
         if any(field and key == field.group(0) for key, _ in given):
             raise
         raise type(e)(f"{base}: {e}") from None
+    _refuse_ignored(cfg, [key for key, _ in given])
+    return cfg
+
+
+# loss weights that only one loss.variant reads: an override of one the chosen variant ignores is refused
+_VARIANT_ONLY = {"paper": ("loss.icl_weight", "loss.idl_weight"),
+                 "released": tuple(f"loss.released_{k}" for k in ("icl_weight", "idl_weight", "margin", "beta", "target"))}
+
+
+def _refuse_ignored(cfg: RunConfig, keys: list[str]) -> None:
+    """One-line ``ConfigTypeError`` when an override sets a loss weight that ``loss.variant`` does not read
+    (a grid that varied it would measure nothing). Presets and files may carry both variants' weights."""
+    for variant, fields in _VARIANT_ONLY.items():
+        unread = [k for k in keys if k in fields and cfg.loss.variant != variant]
+        if unread:
+            used = "loss.released_*" if cfg.loss.variant == "released" else "loss.icl_weight and loss.idl_weight"
+            raise ConfigTypeError(f"{unread[0]} is not read under loss.variant={cfg.loss.variant} "
+                              f"(that variant's weights are {used}); drop the override or set loss.variant={variant}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

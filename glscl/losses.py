@@ -22,17 +22,17 @@ import torch.nn.functional as F
 from glscl.config import LossConfig, RunConfig
 
 
-def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor, *, max_scale: float = 100.0,
+def info_nce(sim: torch.Tensor, logit_scale: torch.Tensor, *, max_scale: float | None = 100.0,
              same_caption: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE over in-batch negatives.
 
-        s = min(exp(logit_scale), max_scale)
+        s = min(exp(logit_scale), max_scale)        (max_scale None: s = exp(logit_scale))
         L = 1/2 [ CE_rows(s S, diag) + CE_cols(s S, diag) ]
 
     ``logit_scale`` is CLIP's learned log-scale. ``same_caption`` (B x B bool) marks off-diagonal
     pairs whose captions are identical (false negatives): they are removed from the softmax.
     """
-    scale = logit_scale.exp().clamp(max=max_scale)
+    scale = logit_scale.exp() if max_scale is None else logit_scale.exp().clamp(max=max_scale)
     logits = scale * sim
     if same_caption is not None:
         eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)

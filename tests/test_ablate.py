@@ -99,6 +99,18 @@ def test_grid_mistakes_stop_with_one_line_naming_them(tmp_path, changes, message
     assert str(e.value).startswith(str(tmp_path / "bad.yaml")) and "\n" not in str(e.value)
 
 
+def test_a_grid_that_varies_a_weight_its_loss_variant_ignores_stops_before_it_starts(tmp_path):
+    out = tmp_path / "out"
+    bad = _write_grid(tmp_path / "bad.yaml", base="released", vary={"loss.idl_weight": [0.0, 1.0]}, seeds=[0])
+    with pytest.raises(ConfigError, match=r"loss.idl_weight is not read under loss.variant=released") as e:
+        runner.run_grid(bad, out, progress=False)
+    assert str(e.value).startswith(f"{bad}: run ") and "\n" not in str(e.value)
+    assert not out.exists()  # nothing written, no world prepared
+    converse = _write_grid(tmp_path / "converse.yaml", vary={"loss.released_beta": [0.005, 0.02]}, seeds=[0])
+    with pytest.raises(ConfigError, match=r"loss.released_beta is not read under loss.variant=paper"):
+        runner.run_grid(converse, out, progress=False)
+
+
 def test_values_match_as_grid_values():
     assert grids.matches({"k": 1.0}, {"k": 1}) and not grids.matches({"k": True}, {"k": 1})
     assert grids.matches({"k": "a"}, {"k": ["b", "a"]}) and not grids.matches({}, {"k": 1})

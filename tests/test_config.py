@@ -129,3 +129,26 @@ def test_invalid_yaml_names_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line 4, column 1 \(") as e:
         load_config(p)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("base, override, word", [
+    ("released", "loss.icl_weight=0.5", "loss.icl_weight is not read under loss.variant=released"),
+    ("released", "loss.idl_weight=0.0", "loss.idl_weight is not read under loss.variant=released"),
+    ("embedded", "loss.released_beta=0.005", "loss.released_beta is not read under loss.variant=paper"),
+    ("embedded", "loss.released_margin=0.2", "loss.released_margin is not read under loss.variant=paper"),
+])
+def test_an_override_the_loss_variant_does_not_read_is_refused(base, override, word):
+    with pytest.raises(ConfigError, match=word) as e:
+        build_config(base, [override])
+    assert "\n" not in str(e.value)
+    # the same weight is read, and kept, under the variant that reads it
+    other = build_config(base, [override, f"loss.variant={'paper' if base == 'released' else 'released'}"])
+    key, value = override.split("=")
+    assert getattr(other.loss, key.split(".")[1]) == float(value)
+
+
+def test_presets_may_carry_both_variants_weights():
+    # the benchmark presets set the released scripts' weights; read only with --config released
+    paper, released = build_config("didemo"), build_config(["didemo", "released"])
+    assert (paper.loss.variant, released.loss.variant) == ("paper", "released")
+    assert paper.loss.released_beta == released.loss.released_beta == 0.005

@@ -6,6 +6,7 @@ the temporal transformer started from CLIP's text layers (weights and outputs), 
 uniform query init, the released similarity (softmax then mask, S_g + lambda S_l) and the released
 losses at the released scripts' weights.
 """
+import dataclasses
 import math
 
 import pytest
@@ -21,7 +22,10 @@ from glscl.model.interaction import LocalInteraction, TemporalTransformer
 
 RELEASED = {"model.decoder_norm": "post", "model.query_init": "rand", "model.temporal_init": "clip",
             "model.temporal_activation": "quick_gelu", "model.temporal_dropout": 0.0, "loss.variant": "released",
-            "loss.released_icl_weight": 1.0, "loss.released_idl_weight": 1e-4, "loss.released_beta": 0.02}
+            "loss.released_icl_weight": 1.0, "loss.released_idl_weight": 1e-4, "loss.released_beta": 0.02,
+            "model.temporal_norm_eps": 1e-12, "model.decoder_key_padding_mask": False, "model.global_normalize": False,
+            "model.global_tau": 3.0, "loss.mask_false_negatives": False, "loss.max_logit_scale": None,
+            "train.logit_scale_group": "backbone", "train.backbone_lr_coef": 1e-3}
 
 
 def _flat(cfg) -> dict:
@@ -37,6 +41,8 @@ def test_the_released_preset_is_the_embedded_default_plus_the_released_choices()
     paper = build_config(None)  # the paper-faithful defaults stay
     assert (paper.model.decoder_norm, paper.model.query_init, paper.model.temporal_init, paper.model.temporal_activation,
             paper.model.temporal_dropout, paper.loss.variant) == ("pre", "randn", "random", "relu", None, "paper")
+    assert (paper.model.temporal_norm_eps, paper.model.decoder_key_padding_mask, paper.loss.mask_false_negatives,
+            paper.loss.max_logit_scale, paper.train.logit_scale_group) == (1e-5, True, True, 100.0, "head")
 
 
 # -- the local interaction decoder, post-norm -------------------------------------------------------
@@ -177,16 +183,16 @@ def test_temporal_dropout_defaults_to_model_dropout():
 # -- the released similarity and losses ---------------------------------------------------------------
 
 def test_released_similarity_matches_the_released_formulas_written_out():
-    """S = S_g + lambda S_l as the released code writes it (all frames and tokens real: its decoder has no masks):
-    w = softmax_f(t . v_f / tau) * mask, v_bar = sum_f w_f v_f, S_g = cos(t, v_bar);
-    S_l = (1/K) sum_k <c^t_k / |c^t_k|, c^v_k / |c^v_k|> with c = Decoder(queries, memory)."""
+    """S = S_g + lambda S_l as the released code writes it, on padded captions and videos:
+    w = softmax_f(t . v_f / 3) * mask (raw features), v_bar = sum_f w_f v_f, S_g = cos(t, v_bar);
+    S_l = (1/K) sum_k <c^t_k / |c^t_k|, c^v_k / |c^v_k|> with c = Decoder(queries, memory), no key-padding mask."""
     torch.manual_seed(0)
-    cfg = build_config("released", {"model.temporal_init": "random", "model.global_tau": 3.0,
-                                    "model.global_normalize": False}).model
+    cfg = build_config("released", {"model.temporal_init": "random"}).model
     head = create_head(cfg, 16).eval()
     sentence, tokens = torch.randn(4, 16), torch.randn(4, 6, 16)
     frames = torch.randn(3, 8, 16)
     tmask, fmask = torch.ones(4, 6, dtype=torch.bool), torch.ones(3, 8, dtype=torch.bool)
+    tmask[1, 4:], tmask[3, 2:], fmask[2, 5:] = False, False, False
     with torch.no_grad():
         sim, _, video = head(sentence, tokens, tmask, frames, fmask)
         v = video.frames  # after the temporal transformer
@@ -197,7 +203,13 @@ def test_released_similarity_matches_the_released_formulas_written_out():
         cv = F.normalize(dec(q.expand(3, -1, -1), v), dim=-1)
         ct = F.normalize(dec(q.expand(4, -1, -1), tokens), dim=-1)
         s_l = sum(ct[:, q] @ cv[:, q].T for q in range(cfg.num_queries)) / cfg.num_queries
+        masked = create_head(dataclasses.replace(cfg, decoder_key_padding_mask=True), 16).eval()
+        masked.load_state_dict(head.state_dict())
+        sim_masked = masked(sentence, tokens, tmask, frames, fmask)[0]
     assert torch.allclose(sim, s_g + cfg.local_weight * s_l, atol=1e-5)
+    # with the key-padding mask, S moves on the padded captions and the padded video only
+    moved = (sim_masked - sim).abs() > 1e-6
+    assert moved[1].all() and moved[3].all() and moved[:, 2].all() and not moved[[0, 2]][:, [0, 1]].any()
 
 
 def test_released_loss_matches_the_released_formulas_written_out():
@@ -207,7 +219,7 @@ def test_released_loss_matches_the_released_formulas_written_out():
     b, k, d = 5, 4, 6
     cv, ct = F.normalize(torch.randn(b, k, d), dim=-1), F.normalize(torch.randn(b, k, d), dim=-1)
     sim, scale = torch.randn(b, b).clamp(-1, 1), torch.tensor(3.0)
-    cfg = build_config("released", {"loss.mask_false_negatives": False})
+    cfg = build_config("released")
     head = type("Head", (), {"logit_scale": scale})()
     got = create_loss(cfg)(head, sim, TextEmbedding(torch.randn(b, d), queries=ct),
                            VideoEmbedding(torch.randn(b, 3, d), torch.ones(b, 3, dtype=torch.bool), queries=cv))
@@ -220,3 +232,69 @@ def test_released_loss_matches_the_released_formulas_written_out():
     expected = info_nce(sim, scale) + (mse + 0.02 * r) + 1e-4 * margin
     assert torch.allclose(got["loss"], expected, atol=1e-6)
     assert torch.allclose(got["icl"], mse + 0.02 * r) and torch.allclose(got["idl"], margin)
+
+
+def test_released_loss_keeps_identical_captions_as_negatives_and_never_clamps_the_scale():
+    """Released InfoNCE: s = exp(logit_scale) unclamped (here 200), every off-diagonal pair a negative."""
+    torch.manual_seed(1)
+    b = 4
+    sim, scale = torch.randn(b, b).clamp(-1, 1), torch.tensor(math.log(200.0))
+    same = torch.zeros(b, b, dtype=torch.bool)
+    same[0, 1] = same[1, 0] = True  # captions 0 and 1 are identical
+    logits = 200.0 * sim
+    target = torch.arange(b)
+    by_hand = 0.5 * (-logits.log_softmax(1)[target, target].mean() - logits.log_softmax(0)[target, target].mean())
+    released, paper = build_config("released").loss, build_config("embedded").loss
+    assert torch.allclose(info_nce(sim, scale, max_scale=released.max_logit_scale,
+                                   same_caption=same if released.mask_false_negatives else None), by_hand, atol=1e-5)
+    # the workbench's default clamps at 100 and drops the identical pair from the negatives
+    clamped = 100.0 * sim
+    clamped = clamped.masked_fill(same, float("-inf"))
+    ours = 0.5 * (-clamped.log_softmax(1)[target, target].mean() - clamped.log_softmax(0)[target, target].mean())
+    assert torch.allclose(info_nce(sim, scale, max_scale=paper.max_logit_scale, same_caption=same), ours, atol=1e-5)
+    assert not torch.allclose(ours, by_hand, atol=1e-3)
+
+
+def test_released_logit_scale_trains_as_clips_own():
+    """train.logit_scale_group = 'backbone': lr x backbone_lr_coef (1e-3) with weight decay; 'head': lr, no decay."""
+    from glscl.engine.train import param_groups
+    for preset, lr_coef, decays in (("released", 1e-3, True), ("embedded", 1.0, False)):
+        cfg = build_config(preset, {"model.temporal_init": "random"})
+        head = create_head(cfg.model, 16)
+        t = cfg.train
+        groups = param_groups(head, t.lr, t.backbone_lr_coef, t.weight_decay, t.logit_scale_group)
+        (group,) = [g for g in groups if any(p is head.logit_scale for p in g["params"])]
+        assert group["lr"] == pytest.approx(t.lr * lr_coef)
+        assert group["weight_decay"] == (t.weight_decay if decays else 0.0)
+        # every other parameter keeps its group: the queries train at lr without decay in both recipes
+        (queries,) = [g for g in groups if any(p is head.local.video_queries for p in g["params"])]
+        assert queries["lr"] == t.lr and queries["weight_decay"] == 0.0
+
+
+def test_released_temporal_layer_norms_use_eps_1e_12():
+    """seqTransf's LayerNorms: (x - mu) / sqrt(var + 1e-12); on near-constant frames eps 1e-5 would move them."""
+    def layer_norm(x, ln, eps):
+        mu, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + eps) * ln.weight + ln.bias
+
+    torch.manual_seed(0)
+    cfg = build_config("released", {"model.temporal_init": "random", "model.temporal_dropout": 0.0}).model
+    temporal = TemporalTransformer.from_config(cfg, 16).eval()
+    norms = [m for m in temporal.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.eps == 1e-12 for m in norms)
+    frames, mask = 1e-3 * torch.randn(2, cfg.num_frames, 16), torch.ones(2, cfg.num_frames, dtype=torch.bool)
+    (layer,) = temporal.encoder.layers
+    x = frames + temporal.position.weight[:cfg.num_frames]
+    with torch.no_grad():
+        for eps in (1e-12, 1e-5):
+            h = layer_norm(x, layer.norm1, eps)
+            y = x + _attention(h, h, layer.self_attn)[0]
+            y = y + layer.linear2(_quick_gelu(layer.linear1(layer_norm(y, layer.norm2, eps))))
+            if eps == 1e-12:
+                assert torch.allclose(temporal(frames, mask), frames + y, atol=1e-6)
+            else:
+                assert not torch.allclose(temporal(frames, mask), frames + y, atol=1e-6)
+
+
+def _quick_gelu(x):
+    return x * torch.sigmoid(1.702 * x)

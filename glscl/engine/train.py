@@ -86,14 +86,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def param_groups(model: torch.nn.Module, lr: float, backbone_lr_coef: float, weight_decay: float) -> list[dict]:
-    """Four groups: {backbone, new modules} x {decay, no decay}; frozen parameters are left out."""
+def param_groups(model: torch.nn.Module, lr: float, backbone_lr_coef: float, weight_decay: float,
+                 logit_scale_group: str = "head") -> list[dict]:
+    """Four groups: {backbone, new modules} x {decay, no decay}; frozen parameters are left out.
+
+    The head's logit scale is a new module's parameter without decay, or with ``logit_scale_group`` =
+    'backbone' one of the backbone's with decay (the released code trains CLIP's own that way)."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_backbone = name.startswith("backbone.")
-        no_decay = p.ndim < 2 or any(w in name for w in NO_DECAY_WORDS)
+        as_backbone = logit_scale_group == "backbone" and name.endswith("logit_scale")
+        is_backbone = name.startswith("backbone.") or as_backbone
+        no_decay = not as_backbone and (p.ndim < 2 or any(w in name for w in NO_DECAY_WORDS))
         groups.setdefault((is_backbone, no_decay), []).append(p)
     return [{"params": ps, "lr": lr * (backbone_lr_coef if bb else 1.0), "weight_decay": 0.0 if nd else weight_decay}
             for (bb, nd), ps in sorted(groups.items())]
@@ -183,7 +188,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * t.epochs
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
-        self.optimizer = torch.optim.AdamW(param_groups(model, t.lr, t.backbone_lr_coef, t.weight_decay),
+        self.optimizer = torch.optim.AdamW(param_groups(model, t.lr, t.backbone_lr_coef, t.weight_decay, t.logit_scale_group),
                                            betas=t.betas, eps=t.eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_cosine(self.total_steps, t.warmup))
         self.amp_dtype = self._amp_dtype()

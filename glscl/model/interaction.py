@@ -14,7 +14,8 @@ the baseline's similarity.
             S(t, v)   = cos(t, mean of the real v_f)
 
 Where the paper is silent, the released code's choices are options (``model.temporal_activation``,
-``model.temporal_init``, ``model.temporal_dropout``, ``model.decoder_norm``, ``model.query_init``;
+``model.temporal_init``, ``model.temporal_dropout``, ``model.temporal_norm_eps``, ``model.decoder_norm``,
+``model.decoder_key_padding_mask``, ``model.query_init``;
 ``glscl/presets/released.yaml`` sets them all).
 """
 from __future__ import annotations
@@ -49,12 +50,12 @@ class TemporalTransformer(nn.Module):
     """
 
     def __init__(self, width: int, layers: int, heads: int, max_frames: int, dropout: float,
-                 activation: str = "relu"):
+                 activation: str = "relu", norm_eps: float = 1e-5):
         super().__init__()
         self.position = nn.Embedding(max_frames, width)
         nn.init.normal_(self.position.weight, std=0.01)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout, activation=ACTIVATIONS[activation],
-                                           batch_first=True, norm_first=True)
+                                           layer_norm_eps=norm_eps, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     @classmethod
@@ -63,12 +64,14 @@ class TemporalTransformer(nn.Module):
         if cfg.temporal_layers == 0:
             return None
         dropout = cfg.dropout if cfg.temporal_dropout is None else cfg.temporal_dropout
-        return cls(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, dropout, cfg.temporal_activation)
+        return cls(width, cfg.temporal_layers, cfg.temporal_heads, cfg.num_frames, dropout, cfg.temporal_activation,
+                   cfg.temporal_norm_eps)
 
     @torch.no_grad()
     def init_from_clip(self, clip: nn.Module) -> None:
         """CLIP4Clip's initialisation (``model.temporal_init = 'clip'``): layer i copies layer i of
-        the text transformer of ``clip`` (an open_clip model: attention, ln_1, MLP, ln_2) and the
+        the text transformer of ``clip`` (an open_clip model: attention, ln_1, MLP, ln_2; the LayerNorms keep
+        ``model.temporal_norm_eps``) and the
         frame positions copy the first T rows of its text positional embedding.
 
         The copied layers then compute what CLIP's text layers compute (without the causal mask)
@@ -106,7 +109,6 @@ class TemporalTransformer(nn.Module):
                      (layer.norm2.weight, block.ln_2.weight), (layer.norm2.bias, block.ln_2.bias)]
             for dst, src in pairs:
                 dst.copy_(src)
-            layer.norm1.eps, layer.norm2.eps = block.ln_1.eps, block.ln_2.eps
         self.position.weight.copy_(clip.positional_embedding[:frames])
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -177,7 +179,7 @@ class LocalInteraction(nn.Module):
     c_k = normalize(Decoder(Q, memory)_k). One set of queries and one decoder serve both
     modalities by default; ``shared_queries`` / ``shared_decoder`` = False give each modality
     its own (the paper's ablations). Padded frames and tokens are masked out of the
-    cross-attention (the released code passes no mask).
+    cross-attention unless ``key_padding_mask`` is False (the released code passes no mask).
 
     Each decoder layer is self-attention over the queries, cross-attention to the memory and a
     d -> 4d -> d ReLU MLP, each a residual sublayer; ``norm`` places the layer norms:
@@ -187,8 +189,10 @@ class LocalInteraction(nn.Module):
     """
 
     def __init__(self, width: int, num_queries: int, layers: int, heads: int, dropout: float,
-                 shared_queries: bool = True, shared_decoder: bool = True, norm: str = "pre", query_init: str = "randn"):
+                 shared_queries: bool = True, shared_decoder: bool = True, norm: str = "pre", query_init: str = "randn",
+                 key_padding_mask: bool = True):
         super().__init__()
+        self.key_padding_mask = key_padding_mask
         self.video_queries = self._queries(num_queries, width, query_init)
         self.text_queries = self.video_queries if shared_queries else self._queries(num_queries, width, query_init)
         self.video_decoder = self._decoder(width, layers, heads, dropout, norm)
@@ -198,7 +202,7 @@ class LocalInteraction(nn.Module):
     def from_config(cls, cfg: ModelConfig, width: int) -> LocalInteraction:
         """The local interaction module ``cfg`` asks for."""
         return cls(width, cfg.num_queries, cfg.decoder_layers, cfg.decoder_heads, cfg.dropout, cfg.shared_queries,
-                   cfg.shared_decoder, cfg.decoder_norm, cfg.query_init)
+                   cfg.shared_decoder, cfg.decoder_norm, cfg.query_init, cfg.decoder_key_padding_mask)
 
     @staticmethod
     def _queries(num_queries: int, width: int, init: str) -> nn.Parameter:
@@ -214,14 +218,14 @@ class LocalInteraction(nn.Module):
     def _attend(self, queries: torch.Tensor, decoder: nn.TransformerDecoder, memory: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
         q = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        out = decoder(q, memory, memory_key_padding_mask=~mask)
+        out = decoder(q, memory, memory_key_padding_mask=~mask.bool() if self.key_padding_mask else None)
         return F.normalize(out, dim=-1)
 
     @torch.no_grad()
     def attention_maps(self, memory: torch.Tensor, mask: torch.Tensor, modality: str = "video") -> torch.Tensor:
         """Cross-attention of each query over frames (video) or tokens (text), per decoder layer.
 
-        Returns (layers x B x K x T), averaged over heads; padded positions get 0. Replays the
+        Returns (layers x B x K x T), averaged over heads; padded positions get 0 (with the key-padding mask). Replays the
         decoder layer by layer, pre- or post-norm (same computation as ``encode_*``, in eval mode).
         """
         queries = self.video_queries if modality == "video" else self.text_queries
@@ -231,7 +235,8 @@ class LocalInteraction(nn.Module):
         for layer in decoder.layers:
             pre = layer.norm_first
             x = x + layer._sa_block(layer.norm1(x), None, None) if pre else layer.norm1(x + layer._sa_block(x, None, None))
-            out, w = layer.multihead_attn(layer.norm2(x) if pre else x, memory, memory, key_padding_mask=~mask.bool(),
+            padding = ~mask.bool() if self.key_padding_mask else None
+            out, w = layer.multihead_attn(layer.norm2(x) if pre else x, memory, memory, key_padding_mask=padding,
                                           need_weights=True, average_attn_weights=True)
             maps.append(w)
             x = x + layer.dropout2(out) if pre else layer.norm2(x + layer.dropout2(out))

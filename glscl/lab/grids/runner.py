@@ -106,7 +106,7 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
         except ConfigError as e:  # e.g. out of range: recorded as the run's failure when it executes
             invalid[r.run_id] = str(e)
             fields[r.run_id] = {**stamp["fields"], **r.overrides}
-            if isinstance(e, ConfigTypeError):  # a typo (wrong type, not a choice): the grid stops before it starts
+            if isinstance(e, ConfigTypeError):  # a typo or an unread setting: the grid stops before it starts
                 typos[r.run_id] = str(e)
     if dry_run:
         return _dry_run(spec, out, shard_spec, rerun_failed, workers, invalid, typos, stamp, fields, overwrite)

@@ -37,6 +37,23 @@ def test_results_folder_contents(tiny_world, tiny_clip, tmp_path):
     assert record["train_steps"] == 2 * (32 // 8)
 
 
+def test_same_seed_and_threads_give_bit_identical_results(tiny_world, tiny_clip, tmp_path):
+    """Two runs of one config, each building its own feature cache, at this process's thread count:
+    every weight and every metric equal bit for bit (timings aside). Other thread counts change the
+    order of float sums, so they agree only within seed noise (benchmarks/bench_threads.py)."""
+    records = []
+    for name in ("a", "b"):
+        cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / name, cache_dir=tmp_path / f"cache-{name}")
+        records.append({k: v for k, v in run(cfg, progress=False).items() if not k.endswith("_s")})
+    assert records[0] == records[1] and records[0]["t2v_R@1"] >= 0
+    wa, wb = (_weights(tmp_path / n / "tiny" / "checkpoints" / "best") for n in ("a", "b"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # another seed: other weights (the comparison above can fail)
+    run(tiny_run_config(tiny_world, tiny_clip, tmp_path / "c", cache_dir=tmp_path / "cache-a", seed=2), progress=False)
+    wc = _weights(tmp_path / "c" / "tiny" / "checkpoints" / "best")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_world, tiny_clip, tmp_path):
     cache = tmp_path / "cache"

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pandas as pd
@@ -118,3 +119,23 @@ def test_the_reference_figure_and_the_findings_page_lines(tmp_path):
     assert any(line.startswith("Resolution (t2v_R@1") for line in lines)
     assert claim_lines({"claim": "x", "a": {"num_queries": 4}, "b": {"interaction": "global"}}, table) == [
         "- **x** (scenes): no paired runs found (num_queries=4 vs interaction=global)."]
+
+
+def test_the_reproducibility_section_reads_the_thread_benchmark(tmp_path):
+    from glscl.lab.grids.findings import threads_lines
+
+    assert threads_lines(tmp_path / "absent.json") == []
+    runs = {1: {0: 5.2, 1: 4.4, 2: 4.4}, 2: {0: 5.3, 1: 4.3, 2: 4.6}}
+    diffs = [runs[2][s] - runs[1][s] for s in (0, 1, 2)]
+    sd1, sd2 = pd.Series(list(runs[1].values())).std(), pd.Series(list(runs[2].values())).std()
+    record = {"command": "python benchmarks/bench_threads.py", "seeds": [0, 1, 2], "repeat_difference": {"t2v_R@1": 0.0, "v2t_R@1": 0.0}}
+    for m in ("t2v_R@1", "v2t_R@1"):
+        record[m] = {"difference_2_minus_1": diffs, "max_abs_difference": max(map(abs, diffs)),
+                     "seed_sd_1_thread": sd1, "seed_sd_2_threads": sd2}
+    (tmp_path / "t.json").write_text(json.dumps(record))
+    text = "\n".join(threads_lines(tmp_path / "t.json"))
+    assert "+0.1, -0.1, +0.2 (largest 0.2)" in text and f"{sd1:.1f} at 1 thread" in text
+    assert "differ within seed noise" in text  # 0.2 < sd 0.46
+    record["t2v_R@1"]["max_abs_difference"] = 1.0  # larger than the spread over seeds
+    (tmp_path / "t.json").write_text(json.dumps(record))
+    assert "by as much as the seed moves them" in "\n".join(threads_lines(tmp_path / "t.json"))

@@ -117,6 +117,31 @@ def mechanism_lines(tables: dict) -> list[str]:
     return [*lines, ""]
 
 
+def threads_lines(path: Path) -> list[str]:
+    """The reproducibility section, from what ``benchmarks/bench_threads.py`` wrote (nothing when absent)."""
+    if not path.is_file():
+        return []
+    m = json.loads(path.read_text())
+    lines = ["## Reproducibility: seeds and threads", "",
+             "The same machine, thread count and seed give bit-identical results (a test checks it: "
+             "`tests/test_engine.py::test_same_seed_and_threads_give_bit_identical_results`). Another thread count "
+             "sums floats in another order, so its results differ. Measured by `" + m["command"] + "` (the embedded "
+             f"default, seeds {m['seeds']}, each thread count with its own feature cache):", ""]
+    within = True
+    for metric in ("t2v_R@1", "v2t_R@1"):
+        r = m[metric]
+        below = r["max_abs_difference"] < min(r["seed_sd_1_thread"], r["seed_sd_2_threads"])
+        within = within and below
+        lines.append(f"- {metric}: 2 threads minus 1 thread per seed "
+                     f"{', '.join(f'{d:+.1f}' for d in r['difference_2_minus_1'])} (largest {r['max_abs_difference']:.1f}); "
+                     f"the sd over seeds is {r['seed_sd_1_thread']:.1f} at 1 thread and {r['seed_sd_2_threads']:.1f} "
+                     f"at 2 (the largest difference is {'below' if below else 'not below'} both); a second run at "
+                     f"2 threads differs by {m['repeat_difference'][metric]:+.1f}.")
+    verdict = ("within seed noise" if within else "by as much as the seed moves them, or more")
+    return [*lines, "", "A grid runs all its runs at one thread count (the machine's CPUs // workers), so its paired "
+                        f"differences compare like with like; runs at another thread count differ {verdict}.", ""]
+
+
 def reference_lines(table: pd.DataFrame, spec, metric: str) -> list[str]:
     """The markdown of a grid's paired differences against its reference: a table and the resolution line."""
     ref = reference_config(spec)
@@ -144,7 +169,8 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timings: dict) -> str:
+def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timings: dict,
+           threads_file: Path = Path("benchmarks/results/threads.json")) -> str:
     """Write the findings page ``out`` (figures under ``out.parent / 'findings'``); returns its text."""
     fig_root = out.parent / "findings"
     claims = yaml.safe_load(claims_file.read_text())
@@ -170,6 +196,7 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
         parts += ["Not complete: " + "; ".join([*(f"{g} (not run)" for g in missing), *partial])
                   + ". Claims on those grids are left out or marked; `make findings` resumes them.", ""]
     parts += mechanism_lines(tables)
+    parts += threads_lines(threads_file)
     parts += ["## Verdicts", "",
               "Each claim on the scenes world (the embedded default), and on the objects world where its grid "
               "runs there too; below each, the same difference per caption kind (t2v R@1 of the captions of "

@@ -5,6 +5,7 @@ fixture constants (tests/fixtures_datasets.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -57,8 +58,10 @@ def test_each_preset_loads_and_composes_with_the_released_recipe(name):
     assert cfg.reference.source and cfg.reference.rows()["t2v_R@1"] is not None
     released = build_config([name, "released"])
     embedded_released = build_config("released")
-    # the benchmark's settings stay, the recipe's choices come on top; nothing of the embedded default leaks in
-    assert (released.data, released.train, released.reference) == (cfg.data, cfg.train, cfg.reference)
+    # the benchmark's settings stay (its tau too), the recipe's choices come on top; nothing of the embedded default leaks in
+    assert (released.data, released.reference) == (cfg.data, cfg.reference)
+    assert released.train == dataclasses.replace(cfg.train, logit_scale_group="backbone")
+    assert (released.model.global_tau, released.model.global_normalize) == (cfg.model.global_tau, False)
     assert (released.model.decoder_norm, released.model.temporal_init, released.loss.variant) == ("post", "clip", "released")
     assert released.model.backbone != embedded_released.model.backbone
     assert released.loss.released_beta == cfg.loss.released_beta

@@ -15,12 +15,14 @@ pm = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-TUTORIALS = ("01_world_and_sampling", "02_model_step_by_step", "03_losses", "04_train_and_evaluate", "05_efficiency")
+TUTORIALS = ("01_world_and_sampling", "02_model_step_by_step", "03_losses", "04_train_and_evaluate", "05_efficiency",
+             "06_why_local_queries")
+SCENES = {"06_why_local_queries"}  # tutorials on the scenes world (the others use the objects world)
 KERNELSPEC = {"name": "python3", "language": "python", "display_name": "Python 3"}
 
 # figures each tutorial must draw at quick settings, text its outputs must contain, widgets it shows
 MIN_FIGURES = {"01_world_and_sampling": 7, "02_model_step_by_step": 6, "03_losses": 4, "04_train_and_evaluate": 4,
-               "05_efficiency": 3}
+               "05_efficiency": 3, "06_why_local_queries": 4}
 MUST_PRINT = {
     "01_world_and_sampling": ["twin = the clip played backwards: True", "padded frames are exactly zero: True",
                               "the order-blind model ties on every one"],
@@ -30,6 +32,8 @@ MUST_PRINT = {
     "04_train_and_evaluate": ["S matches test_similarity.pt: True", "rank of the caption's own video",
                               "of the 3 splits reused", "Query diversity on the test split"],
     "05_efficiency": ["counts at the paper's shapes", "No measured record", "not reproduced by counting"],
+    "06_why_local_queries": ["trained now into", "the caption describes part of the video", "**Answer: ",
+                             "IDL keeps the query outputs apart"],
 }
 WIDGETS = {"02_model_step_by_step": 1, "04_train_and_evaluate": 2}
 CHECKED = "&#10004;"   # how a checked claim is shown
@@ -50,7 +54,8 @@ def test_tutorial_is_committed_clean(name):
             assert cell.outputs == [] and cell.execution_count is None, "commit notebooks without outputs"
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    assert "quick = False" in params[0].source and 'root = "data/world-objects"' in params[0].source
+    root = "data/world" if name in SCENES else "data/world-objects"
+    assert "quick = False" in params[0].source and f'root = "{root}"' in params[0].source
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "import" in code and "from glscl" in code
     assert "class " not in code, "tutorials import the method from the package; they do not define it"
@@ -72,6 +77,8 @@ def _parameters(name, world, clip, tmp, cache):
         "03_losses": {**common, "clip": str(clip), "out": str(tmp / "runs"), "cache": str(cache)},
         "04_train_and_evaluate": {**common, "clip": str(clip), "out": str(tmp / "runs"), "cache": str(cache)},
         "05_efficiency": {**common, "bench_json": str(tmp / "missing" / "bench.json")},
+        # its own small scenes world, made by the notebook (tutorial.setup) in the test's folder
+        "06_why_local_queries": {"quick": True, "root": str(tmp / "world-scenes"), "out": str(tmp / "runs")},
     }[name]
 
 

@@ -24,8 +24,8 @@ RELEASED = {"model.decoder_norm": "post", "model.query_init": "rand", "model.tem
             "model.temporal_activation": "quick_gelu", "model.temporal_dropout": 0.0, "loss.variant": "released",
             "loss.released_icl_weight": 1.0, "loss.released_idl_weight": 1e-4, "loss.released_beta": 0.02,
             "model.temporal_norm_eps": 1e-12, "model.decoder_key_padding_mask": False, "model.global_normalize": False,
-            "model.global_tau": 3.0, "loss.mask_false_negatives": False, "loss.max_logit_scale": None,
-            "train.logit_scale_group": "backbone", "train.backbone_lr_coef": 1e-3}
+            "loss.mask_false_negatives": False, "loss.max_logit_scale": None,
+            "train.logit_scale_group": "backbone", "train.backbone_lr_coef": 1e-3}  # model.global_tau: each dataset's
 
 
 def _flat(cfg) -> dict:
@@ -187,7 +187,7 @@ def test_released_similarity_matches_the_released_formulas_written_out():
     w = softmax_f(t . v_f / 3) * mask (raw features), v_bar = sum_f w_f v_f, S_g = cos(t, v_bar);
     S_l = (1/K) sum_k <c^t_k / |c^t_k|, c^v_k / |c^v_k|> with c = Decoder(queries, memory), no key-padding mask."""
     torch.manual_seed(0)
-    cfg = build_config("released", {"model.temporal_init": "random"}).model
+    cfg = build_config("released", {"model.temporal_init": "random", "model.global_tau": 3.0}).model
     head = create_head(cfg, 16).eval()
     sentence, tokens = torch.randn(4, 16), torch.randn(4, 6, 16)
     frames = torch.randn(3, 8, 16)

@@ -25,9 +25,9 @@ MIN_FIGURES = {"01_world_and_sampling": 7, "02_model_step_by_step": 6, "03_losse
                "05_efficiency": 3, "06_why_local_queries": 4}
 MUST_PRINT = {
     "01_world_and_sampling": ["twin = the clip played backwards: True", "padded frames are exactly zero: True",
-                              "the order-blind model ties on every one"],
-    "02_model_step_by_step": ["S == S_g + lambda S_l: True", "c^v (6, 8, 64)", "a **freshly initialised** head",
-                              "frame order reaches the features"],
+                              "the order-blind model ties on every one", "**Answer: 2**"],
+    "02_model_step_by_step": ["S == S_g + lambda S_l: True", "c^v (6, 8, 64)", "The GLSCL head trained now into",
+                              "frame order reaches the features", "**Answer: ", "the global interaction alone is blind to order"],
     "03_losses": ["16 pairs", "IDL makes the trained queries more distinct", "nearly collapsed queries"],
     "04_train_and_evaluate": ["S matches test_similarity.pt: True", "rank of the caption's own video",
                               "of the 3 splits reused", "Query diversity on the test split"],

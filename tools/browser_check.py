@@ -5,17 +5,20 @@
 (``make browser-check``; not part of the tests: it needs chromium, chromedriver and selenium.)
 
 1. copies the tutorial to ``notebooks/executed/`` (ignored by git, so the committed notebook stays clean);
-2. starts JupyterLab on 127.0.0.1 (a free port, a random token) with the app exposed to the page;
+2. starts JupyterLab on 127.0.0.1 (a free port, a random token) with the app exposed to the page and
+   its news and update prompts off (a settings folder of its own), so no toast covers a screenshot;
 3. opens the copy in headless Chromium, runs all cells and waits for the kernel to finish;
 4. moves every widget: each slider one step, each dropdown to another option, each caption box to a
    caption of the split; after each move the widget's output must change (else the check fails);
 5. saves screenshots of the widgets and of the first retrieval figure to ``--out`` (PNG, shrunk).
 
-Exit status 0 when every cell ran without an error and every widget answered.
+Exit status 0 when every cell ran without an error and every widget answered; ``--runs N`` repeats the
+whole check N times and fails unless every run passes.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -36,18 +39,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+QUIET = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+         {"fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}}
+"""JupyterLab user settings for the check: no news prompt, no update check, no toasts."""
+
+
+def quiet_settings(folder: Path) -> Path:
+    """A JupyterLab settings folder holding ``QUIET`` (JUPYTERLAB_SETTINGS_DIR)."""
+    for name, values in QUIET.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(values))
+    return folder
+
+
 def start_lab(root: Path, port: int, token: str, log: Path) -> subprocess.Popen:
     jupyter = Path(sys.executable).with_name("jupyter")
+    settings = quiet_settings(log.parent / "browser-check-settings")
     cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
            "--ServerApp.port_retries=0", "--allow-root"]
-    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "JUPYTERLAB_SETTINGS_DIR": str(settings)}
+    return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.5):
+    """``predicate()``'s first true value; an element re-rendered under it (stale) counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     end = time.time() + timeout
     while time.time() < end:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         time.sleep(step)
@@ -155,9 +179,10 @@ def _up(port: int) -> bool:
 
 def _move_everything(driver, view, By, Keys) -> None:
     """Move every control of one widget and check that its output changed each time."""
-    def state():
-        return "".join(e.get_attribute("innerHTML") or "" for e in view.find_elements(
-            By.CSS_SELECTOR, ".widget-html-content, .widget-image, img"))
+    def state():  # read in one script: a widget re-rendering between two reads cannot leave a stale element
+        return driver.execute_script(
+            "return [...arguments[0].querySelectorAll('.widget-html-content, .widget-image, img')]"
+            ".map(e => e.innerHTML || e.src || '').join('')", view)
 
     def moved(before: str, what: str) -> None:
         wait_for(lambda: state() != before, 60, what)
@@ -194,11 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebook", default="04_train_and_evaluate", help="tutorial to run (default: %(default)s)")
     ap.add_argument("--out", default="docs/screenshots", help="where the screenshots go (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the executed copy in notebooks/executed/")
+    ap.add_argument("--runs", type=int, default=1, help="repeat the whole check this many times (default: 1)")
     args = ap.parse_args(argv)
-    shots = run(args.notebook, Path(args.out), args.keep)
-    for path in shots:
-        print(f"{path} ({path.stat().st_size // 1024} KiB)")
-    return 0
+    failed = 0
+    for i in range(args.runs):
+        start = time.perf_counter()
+        try:
+            shots = run(args.notebook, Path(args.out), args.keep)
+        except Exception as e:  # noqa: BLE001 - a run's failure is counted and reported, then the next run starts
+            failed += 1
+            print(f"run {i + 1}/{args.runs}: FAILED ({type(e).__name__}: {str(e).splitlines()[0][:300]})", flush=True)
+            continue
+        print(f"run {i + 1}/{args.runs}: passed in {time.perf_counter() - start:.0f} s; "
+              + ", ".join(f"{p} ({p.stat().st_size // 1024} KiB)" for p in shots), flush=True)
+    print(f"{args.runs - failed} of {args.runs} runs passed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

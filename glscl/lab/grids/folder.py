@@ -43,6 +43,7 @@ from typing import Any
 from glscl.config import ConfigError, RunConfig
 from glscl.engine.fingerprint import describe_differences, differences, fingerprint, fingerprint_fields
 from glscl.engine.record import read_record, record_problem
+from glscl.engine.results_folder import FINGERPRINT_FILE
 from glscl.files import atomic_write, write_json, write_text
 from glscl.lab.grids.notebook import NOTEBOOK_NEEDS
 from glscl.lab.grids.spec import GridSpec, expand, load_grid
@@ -112,15 +113,17 @@ def differing_runs(out: str | Path, stamp: dict, run_fields: dict[str, dict], va
         if diff:
             notes.append(f"{out} was run with another base or fixed settings ({describe_differences(diff, _SHOWN)})")
     for run_id, fields in run_fields.items():
-        record = read_record(run_paths(out, run_id)[0])
-        if not record:
-            continue  # never started here
-        diff = differences(record["fields"], fields) if isinstance(record.get("fields"), dict) else None
-        if diff != []:
+        run_dir = run_paths(out, run_id)[0]
+        stored = read_record(run_dir).get("fields")
+        if not isinstance(stored, dict):  # a record without them (torn): the fields run() stored
+            stored = read_json(run_dir / FINGERPRINT_FILE).get("fields")
+        if not isinstance(stored, dict):
+            continue  # nothing ran here that says which config: never started, or a record torn before run() began
+        diff = differences(stored, fields)
+        if diff:
             ids.append(run_id)
             if len(notes) < 1:
-                why = describe_differences(diff, _SHOWN) if diff else "no fingerprint stored"
-                notes.append(f"{out}/runs/{run_id} was run with another config ({why})")
+                notes.append(f"{out}/runs/{run_id} was run with another config ({describe_differences(diff, _SHOWN)})")
     if not notes:
         return [], ""
     more = f" ({len(ids)} runs differ)" if len(ids) > 1 else ""

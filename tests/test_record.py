@@ -260,3 +260,27 @@ def test_every_atomic_json_write_goes_through_glscl_files():
              if "os.replace(" in p.read_text()}
     assert found <= allowed, found - allowed
     assert "def atomic_write" not in (REPO / "glscl" / "engine" / "checkpoint.py").read_text()
+
+
+def test_a_kernel_started_again_after_run_finished_keeps_the_attempt_in_the_record(tmp_path, monkeypatch):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+    spec = _spec(tmp_path)
+    out = tmp_path / "grid"
+    run = runner.expand(spec)[0]
+    calls = []
+
+    def execute(notebook, out_nb, parameters, **kw):
+        run_dir = Path(parameters["out_dir"]) / parameters["name"]
+        calls.append(1)
+        rec.finish_record(run_dir, _engine_record(2, 20.0))  # run() done (the second time over a finished record)
+        if len(calls) == 1:
+            raise DeadKernelError("Kernel died")  # before the notebook added its times
+        rec.update_record(run_dir, prepare_s=0.0, run_s=2.0)
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(cluster, "_take_resources", lambda: (1.0, 1, ""))
+    fields = _fields(spec, run, out)
+    assert cluster.execute_run(run, str(out), "nb.ipynb", "embedded", False, str(tmp_path), fields, fp.fingerprint(fields))[1] == "ok"
+    record = rec.read_record(folder.run_paths(out, run.run_id)[0])
+    assert len(calls) == 2 and record["status"] == "ok" and record["attempt"] == 1 and record["fields"] == fields
+    assert record["run_s"] == 2.0 and record["wall_s"] > 0 and folder.run_status(folder.run_paths(out, run.run_id)[0]) == "ok"

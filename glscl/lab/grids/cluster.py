@@ -244,5 +244,6 @@ def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, c
         outcome = {"status": "failed", "error": (error.strip().splitlines() or [error])[0],
                    "traceback_tail": "\n".join(tb.strip().splitlines()[-25:])}
     wall = time.perf_counter() - t0
-    update_record(run_dir, **outcome, wall_s=wall, finished=_now())
+    # the attempt's keys again: a kernel started anew after run() finished (a kernel retry) leaves run()'s record alone
+    update_record(run_dir, **{**info, **outcome}, wall_s=wall, finished=_now())
     return run.run_id, outcome["status"], wall

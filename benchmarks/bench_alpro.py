@@ -24,7 +24,6 @@ quality  end-to-end runs (decode -> backbone -> head; backbone fine-tuned at lr 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -195,6 +194,7 @@ METRICS = ("t2v_R@1", "t2v_R@5", "v2t_R@1", "twin_accuracy")
 
 def quality_part(base, out: Path, seeds: list[int], labels: list[str]) -> list[dict]:
     from glscl.config import build_config
+    from glscl.engine.record import read_record, record_problem
     from glscl.engine.run import run
     configs = [c for c in CONFIGS if c[0] in labels]
     records = []
@@ -205,9 +205,8 @@ def quality_part(base, out: Path, seeds: list[int], labels: list[str]) -> list[d
         for label, head, pem_weight in configs:
             name = f"{label.replace('+', '_')}-seed{seed}"
             cfg = build_config(base, {"name": name, "model.head": head, "loss.pem_weight": pem_weight, "train.seed": seed})
-            done = out / name / "metrics.json"
-            t0 = time.perf_counter()
-            rec = json.loads(done.read_text()) if done.is_file() else run(cfg, progress=False)
+            t0 = time.perf_counter()  # a finished run's record is read, not trained again
+            rec = read_record(out / name) if record_problem(out / name) is None else run(cfg, progress=False)
             records.append({"config": label, "seed": seed, **{m: rec[m] for m in METRICS}, "train_s": rec["train_s"]})
             print(f"  {label:10s} seed {seed}: " + "  ".join(f"{m} {rec[m]:5.1f}" for m in METRICS)
                   + f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -255,7 +254,8 @@ def main(argv=None) -> dict:
     if "quality" in parts:
         results["quality"] = quality_part(base, out, [int(s) for s in args.seeds.split(",")], args.configs.split(","))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_alpro.json").write_text(json.dumps(results, indent=2))
+    from glscl.files import write_json
+    write_json(out / "bench_alpro.json", results)
     return results
 
 

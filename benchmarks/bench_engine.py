@@ -158,7 +158,8 @@ def main() -> None:
         print("evaluation at the paper's shapes, 1,000 queries, streamed gallery:")
         record["eval"] = eval_figures([int(x) for x in args.galleries.split(",")])
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "bench_engine.json").write_text(json.dumps(record, indent=2))
+    from glscl.files import write_json
+    write_json(Path(args.out) / "bench_engine.json", record)
 
 
 if __name__ == "__main__":

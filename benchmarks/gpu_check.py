@@ -366,12 +366,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
     print(format_table(rows, "peak CUDA GiB" if device.type == "cuda" else "peak RSS GiB"))
     print(f"total {time.perf_counter() - start:.0f} s", flush=True)
     if args.json:
-        import json
         from dataclasses import asdict
 
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU smoke run"
-        Path(args.json).write_text(json.dumps({"source": f"benchmarks/gpu_check.py on {where}", "sizes": asdict(s),
-                                               "rows": [asdict(r) for r in rows]}, indent=1))
+        from glscl.files import write_json
+        write_json(args.json, {"source": f"benchmarks/gpu_check.py on {where}", "sizes": asdict(s),
+                               "rows": [asdict(r) for r in rows]}, indent=1)
     return rows
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from glscl.engine.record import read_record  # noqa: E402
+from glscl.files import write_text  # noqa: E402
+
 CAPTIONS_PER_VIDEO = 20
 # 19 rewordings of a world caption, so every video has 20 distinct captions as in MSR-VTT
 REWORDINGS = ("a clip where {}", "in this video {}", "we see that {}", "here {}", "the camera shows that {}",
@@ -115,8 +118,7 @@ def _train(root: Path, max_steps: int) -> dict:
 
 
 def _train_figures(root: Path, counts: dict, max_steps: int) -> dict:
-    metrics = root / "runs" / "rehearsal" / "metrics.json"
-    record = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    record = read_record(root / "runs" / "rehearsal")  # the run's one record ({} when there is none)
     return {"train": {k: record.get(k) for k in ("train_steps", "cache_s", "train_s", "eval_s")},
             "epoch_extrapolated": _extrapolate(record, counts, max_steps)}
 
@@ -131,7 +133,7 @@ def train_only(args) -> dict:
     result["train_command"] = ("nice -n 10 python benchmarks/rehearsal_msrvtt.py --train-only"
                                + (f" --max-steps {args.max_steps}" if args.max_steps else ""))
     result["machine"]["load_average_after_train"] = os.getloadavg()
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return result
 
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return result
 

@@ -1,8 +1,12 @@
-"""Writing files so that a reader never sees a part of one: every file of the package is written here.
+"""Writing files so that a reader never sees a part of one: the package's one atomic writer.
 
 ``atomic_write(path, write)`` writes through a temporary name unique to the process and renames it
-over ``path``; ``write_json`` is the JSON case. Any failure leaves ``path`` as it was, and an OS
-error (a full disk, a read-only file system, a permission) names ``path``.
+over ``path``; ``write_text`` and ``write_json`` are the text and JSON cases (CSV: pass
+``lambda tmp: table.to_csv(tmp)``). Any failure leaves ``path`` as it was, and an OS error (a full
+disk, a read-only file system, a permission) names ``path``. Every JSON, CSV, text, checkpoint or
+tensor file that a reader may open while it is written goes through here; two writes are whole
+folders or videos, renamed once complete (a feature cache, ``glscl.data.cache``; a world's mp4
+files, which ffmpeg names by their extension, ``glscl.data.world.generator``).
 """
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ def atomic_write(path: str | Path, write) -> None:
         raise
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON with ``atomic_write``."""
-    text = json.dumps(data, indent=2, default=str)
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` with ``atomic_write``."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(path: str | Path, data: Any, indent: int = 2) -> None:
+    """Write ``data`` as indented JSON with ``atomic_write`` (values JSON does not know as ``str``)."""
+    write_text(path, json.dumps(data, indent=indent, default=str))

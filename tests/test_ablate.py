@@ -15,6 +15,7 @@ from conftest import tiny_run_config
 
 from glscl.cli import main as cli_main
 from glscl.config import ConfigError, build_config, load_config, save_config
+from glscl.engine.record import RECORD_FILE, read_record, write_record
 from glscl.lab.grids import cluster, figures, folder, notebook, runner, stats
 from glscl.lab.grids import spec as grids
 
@@ -179,9 +180,9 @@ def test_committed_notebooks_have_no_outputs_and_a_kernelspec():
 # -- a real grid on a local Ray instance: sharded, with a failing point, rerun -------------------------
 
 def _state_files(out: Path, status: str) -> dict[str, int]:
-    """Run id -> mtime of ablate.json, for the runs whose ablate.json says ``status``."""
-    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{folder.RUN_FILE}")
-            if folder.read_json(p).get("status") == status}
+    """Run id -> mtime of the run's record, for the runs whose record says ``status``."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{RECORD_FILE}")
+            if read_record(p.parent).get("status") == status}
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +245,12 @@ def test_sharded_grid_has_every_row_once_and_keeps_finished_runs(grid):
     assert ok["prepare_s"].max() < 1  # prepare_world=false: the driver prepared the inputs
     assert (ok["run_s"] >= ok["cache_s"] + ok["train_s"] + ok["eval_s"]).all()
     assert ok["wall_s"].notna().all() and (ok["overhead_s"] == ok["wall_s"] - ok["run_s"]).all()
+    for _, row in pd.read_csv(out / "results.csv").iterrows():  # results.csv is derived from the runs' records
+        record = read_record(out / "runs" / row["run_id"])
+        assert row["status"] == record["status"] and row["attempt"] == record["attempt"]
+        keys = ("t2v_R@1", "v2t_R@5", "best_val_score", "train_s", "run_s", "wall_s") if row["status"] == "ok" else ("error", "wall_s")
+        assert all(row[k] == pytest.approx(record[k], rel=1e-12) if isinstance(record[k], float) else row[k] == record[k]
+                   for k in keys), row["run_id"]
 
 
 @pytest.mark.slow
@@ -256,16 +263,18 @@ def test_run_notebook_executed_top_to_bottom_and_kept(grid):
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     d = out / "runs" / run_id
-    for name in (notebook.RECORD_FILE, "metrics.json", "curve.csv", "config.yaml", folder.RUN_FILE):
+    for name in (RECORD_FILE, "curve.csv", "config.yaml"):
         assert (d / name).is_file(), name
+    # one record: no other file of the run holds its metrics or its state
+    assert sorted(p.name for p in d.glob("*.json")) == ["environment.json", "fingerprint.json", RECORD_FILE]
     assert (out / "logs" / f"{run_id}.log").is_file()
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     assert cfg["model"]["num_queries"] == 2 and cfg["train"]["seed"] == 0 and cfg["name"] == run_id
     assert cfg["train"]["batch_size"] == 8 and cfg["data"]["root"] == str(grid["world"])  # from the base file
-    record, metrics = notebook.read_record(d), json.loads((d / "metrics.json").read_text())
-    assert {k: record[k] for k in metrics} == metrics and record["run_s"] > 0 and record["prepare_s"] >= 0
-    info = folder.read_json(d / folder.RUN_FILE)
-    assert info["status"] == "ok" and info["wall_s"] > record["run_s"] and (info["cpus"], info["threads"]) == (1.0, 1)
+    info = json.loads((d / RECORD_FILE).read_text())
+    assert info["run_s"] > 0 and info["prepare_s"] >= 0 and info["run_s"] >= info["train_s"] > 0
+    assert info["status"] == "ok" and info["wall_s"] > info["run_s"] and (info["cpus"], info["threads"]) == (1.0, 1)
+    assert info["name"] == run_id and info["num_queries"] == 2 and info["attempt"] == 1
     stamp = folder.read_json(out / folder.GRID_STAMP)
     assert stamp["fields"]["train.epochs"] == 1 and (out / folder.GRID_FILE).read_text() == grid["path"].read_text()
     assert stamp["grid_sha256"] == hashlib.sha256(grid["path"].read_bytes()).hexdigest()
@@ -278,8 +287,8 @@ def test_failing_point_is_recorded_and_the_others_finish(grid):
     failed = table[table["status"] == "failed"]
     assert sorted(failed["run_id"]) == ["interaction=both,num_queries=0,seed=0", "interaction=both,num_queries=0,seed=1"]
     assert failed["error"].str.contains("model.num_queries = 0 is out of range").all()
-    info = folder.read_json(out / "runs" / failed["run_id"].iloc[0] / folder.RUN_FILE)
-    assert "ConfigError" in info["error"] and "num_queries" in info["traceback_tail"]
+    info = read_record(out / "runs" / failed["run_id"].iloc[0])
+    assert info["status"] == "failed" and "ConfigError" in info["error"] and "num_queries" in info["traceback_tail"]
     assert info["finished"] and info["wall_s"] > 0
     assert (out / "notebooks" / f"{failed['run_id'].iloc[0]}.ipynb").is_file()
     # failed runs are skipped by a plain rerun; --rerun-failed reruns them (they fail again) and nothing else
@@ -288,7 +297,7 @@ def test_failing_point_is_recorded_and_the_others_finish(grid):
     failed_after = _state_files(out, "failed")
     assert failed_after.keys() == grid["failed_before"].keys()
     assert all(failed_after[k] != grid["failed_before"][k] for k in failed_after)
-    assert all(folder.read_json(out / "runs" / k / folder.RUN_FILE)["attempt"] == 2 for k in failed_after)
+    assert all(read_record(out / "runs" / k)["attempt"] == 2 for k in failed_after)
     assert _state_files(out, "ok") == grid["finished"]
     assert grid["rerun"]["status"].tolist() == table["status"].tolist()
 
@@ -327,10 +336,10 @@ def test_a_run_killed_after_its_record_is_pending_never_ok_without_a_wall_time(g
     out = tmp_path / "out"
     shutil.copytree(grid["out"], out)
     run_id = "interaction=both,num_queries=2,seed=1"
-    info = folder.read_json(out / "runs" / run_id / folder.RUN_FILE)
-    folder.write_json(out / "runs" / run_id / folder.RUN_FILE,  # as written when the run started
-                      {k: v for k, v in {**info, "status": "running"}.items() if k not in ("wall_s", "finished")})
-    assert (out / "runs" / run_id / notebook.RECORD_FILE).is_file()
+    info = read_record(out / "runs" / run_id)
+    write_record(out / "runs" / run_id,  # as the notebook left it: run() and the notebook done, the attempt not ended
+                 {k: v for k, v in info.items() if k not in ("wall_s", "finished")})
+    assert read_record(out / "runs" / run_id)["status"] == "ok"
     table = runner.collect(grid["spec"], out)
     row = table.set_index("run_id").loc[run_id]
     assert row["status"] == "pending" and pd.isna(row["wall_s"]) and pd.isna(row["t2v_R@1"])

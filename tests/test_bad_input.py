@@ -522,18 +522,19 @@ def _grid(lab, tmp_path: Path, values="[2, 4]") -> Path:
 
 @pytest.mark.parametrize("text", ['{"t2v_R@1": ', "", '{"name": "x"}', "[1, 2]"], ids=["torn", "empty", "no-metrics", "not-an-object"])
 def test_a_torn_record_makes_the_run_pending_with_a_note(lab, capsys, tmp_path, text):
+    from glscl.engine.fingerprint import fingerprint_fields
+    from glscl.engine.record import RECORD_FILE, write_record
     from glscl.lab.grids import folder, runner
     grid = _grid(lab, tmp_path)
     out = tmp_path / "grid"
     spec = runner.load_grid(grid)
-    for r in runner.expand(spec):  # both runs finished, by ablate.json; one record is then broken
+    for r in runner.expand(spec):  # both runs finished, by their records; one record is then broken
         d = folder.run_paths(out, r.run_id)[0]
         d.mkdir(parents=True)
-        fields = folder.config_fields(runner.run_config(spec.resolved_base(), r.overrides, name=r.run_id, out_dir=str(out / "runs")))
-        folder.write_json(d / folder.RUN_FILE, {"status": "ok", "wall_s": 2.0, "fields": fields,
-                                                "fingerprint": folder.fingerprint(fields)})
-        folder.write_json(d / "record.json", {"t2v_R@1": 10.0, "run_s": 1.0})
-    broken = folder.run_paths(out, "num_queries=2,seed=0")[0] / "record.json"
+        fields = fingerprint_fields(runner.run_config(spec.resolved_base(), r.overrides, name=r.run_id, out_dir=str(out / "runs")))
+        write_record(d, {"status": "ok", "t2v_R@1": 10.0, "run_s": 1.0, "wall_s": 2.0, "fields": fields,
+                         "fingerprint": folder.fingerprint(fields)})
+    broken = folder.run_paths(out, "num_queries=2,seed=0")[0] / RECORD_FILE
     broken.write_text(text)
     table = runner.collect(spec, out)
     assert table.set_index("run_id")["status"].to_dict() == {"num_queries=2,seed=0": "pending", "num_queries=4,seed=0": "ok"}
@@ -757,7 +758,8 @@ def test_a_dead_kernel_is_retried_once_then_recorded_as_failed(tmp_path, monkeyp
     import papermill
     from nbclient.exceptions import DeadKernelError
 
-    from glscl.lab.grids import cluster, folder
+    from glscl.engine.record import read_record, update_record
+    from glscl.lab.grids import cluster
     from glscl.lab.grids.spec import RunSpec
     calls = []
 
@@ -765,13 +767,13 @@ def test_a_dead_kernel_is_retried_once_then_recorded_as_failed(tmp_path, monkeyp
         calls.append(out_nb)
         if len(calls) <= deaths:
             raise DeadKernelError("Kernel died")
-        folder.write_json(Path(parameters["out_dir"]) / parameters["name"] / "record.json", {"t2v_R@1": 1.0, "run_s": 0.1})
+        update_record(Path(parameters["out_dir"]) / parameters["name"], status="ok", **{"t2v_R@1": 1.0}, run_s=0.1)
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     monkeypatch.setattr(cluster, "_take_resources", lambda: (1.0, 1, ""))
     run = RunSpec(run_id="r", values={}, overrides={}, seed=0)
     assert cluster.execute_run(run, str(tmp_path), "nb.ipynb", "embedded", False, str(tmp_path), {}, "f")[1] == status
-    info = folder.read_json(tmp_path / "runs" / "r" / folder.RUN_FILE)
-    assert len(calls) == 2 and info["status"] == status
+    info = read_record(tmp_path / "runs" / "r")
+    assert len(calls) == 2 and info["status"] == status and info["attempt"] == 1 and info["wall_s"] > 0
     if status == "failed":
         assert "the kernel died 2 times" in info["error"]
     assert "the kernel died" in (tmp_path / "logs" / "r.log").read_text()

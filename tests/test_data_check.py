@@ -91,7 +91,7 @@ def test_presets_carry_the_released_scripts_per_benchmark_values():
 
 def test_reference_numbers_are_checked_and_kept_out_of_the_fingerprint():
     from glscl.config import ConfigError
-    from glscl.engine.results_folder import fingerprint
+    from glscl.engine.fingerprint import fingerprint
 
     with pytest.raises(ConfigError, match=r"^reference.t2v R@1 = 148.1 is out of range"):  # an override: no file to blame
         build_config("msrvtt", {"reference.t2v": [148.1, None, None, None, None]})

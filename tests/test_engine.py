@@ -27,6 +27,10 @@ def test_results_folder_contents(tiny_world, tiny_clip, tmp_path):
     for name in ("config.yaml", "environment.json", "curve.csv", "metrics.json", "checkpoints/best/model.safetensors",
                  "checkpoints/last/train_state.pt", "checkpoints/best/config.yaml"):
         assert (d / name).is_file(), name
+    # one record of the run: metrics.json, written last, holds what run() returned; no other file holds metrics
+    assert sorted(p.name for p in d.glob("*.json")) == ["environment.json", "fingerprint.json", "metrics.json"]
+    assert json.loads((d / "metrics.json").read_text()) == json.loads(json.dumps(record)) and record["status"] == "ok"
+    assert (d / "metrics.json").stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in d.rglob("*") if p.is_file())
     metrics = pd.read_json(d / "metrics.json", typ="series")
     assert metrics["eval_split"] == "test" and metrics["selected_on"] == "val"
     assert 0 <= metrics["t2v_R@1"] <= 100 and metrics["t2v_MdR"] >= 1
@@ -333,7 +337,7 @@ def cache(tmp_path_factory):
 
 def test_fingerprint_ignores_only_the_fields_that_do_not_change_results(tiny_world, tiny_clip, tmp_path):
     from glscl.config import build_config
-    from glscl.engine.results_folder import NOT_FINGERPRINTED, fingerprint, fingerprint_fields
+    from glscl.engine.fingerprint import NOT_FINGERPRINTED, fingerprint, fingerprint_fields
 
     cfg = tiny_run_config(tiny_world, tiny_clip, tmp_path / "runs", cache_dir=tmp_path / "cache")
     assert set(NOT_FINGERPRINTED) == {"name", "out_dir", "device", "data.num_workers",
@@ -360,7 +364,7 @@ def test_rerun_resumes_only_the_same_config(tiny_world, tiny_clip, tmp_path, cac
     d = tmp_path / "runs" / "tiny"
     first = run(cfg, progress=False)
     stored = json.loads((d / "fingerprint.json").read_text())
-    from glscl.engine.results_folder import fingerprint
+    from glscl.engine.fingerprint import fingerprint
     assert stored["fingerprint"] == fingerprint(cfg) and stored["fields"]["train.epochs"] == 1
     files = {p: p.read_bytes() for p in (d / "checkpoints").rglob("*") if p.is_file()}
     # the same config again: nothing retrained, the training time of the first run kept

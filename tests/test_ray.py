@@ -2,7 +2,7 @@
 driver, a killed worker, joining a running head with --address. One Ray head (2 CPUs, started with
 `ray start --head --block` and stopped by ending that process: `ray stop` would stop every Ray
 instance of the user) serves the module; the kill tests use a stub run notebook (same parameters,
-writes record.json after a sleep) so that they take seconds."""
+writes the run's record after a sleep) so that they take seconds."""
 import json
 import os
 import platform
@@ -24,7 +24,8 @@ import yaml
 from conftest import tiny_run_config
 
 from glscl.config import ConfigError, save_config
-from glscl.lab.grids import cluster, folder, notebook, runner
+from glscl.engine.record import RECORD_FILE, read_record, write_record
+from glscl.lab.grids import cluster, folder, runner
 from glscl.lab.grids import spec as grids
 
 # Token authentication, Ray's default, with a token of this test run's own (nothing written to ~/.ray): a
@@ -35,18 +36,17 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 STUB_CODE = """\
-import json, os, time
+import os, time
 from pathlib import Path
+from glscl.engine.record import finish_record
 run_dir = Path(out_dir) / name
 run_dir.mkdir(parents=True, exist_ok=True)
 (run_dir / f"kernel-{os.getpid()}.started").touch()
 time.sleep(float(overrides.get("train.epochs", 1)))
-record = {"t2v_R@1": 10.0 + overrides.get("loss.icl_weight", 0) + overrides["train.seed"], "run_s": 0.01,
+record = {"status": "ok", "t2v_R@1": 10.0 + overrides.get("loss.icl_weight", 0) + overrides["train.seed"], "run_s": 0.01,
           "omp_threads": int(os.environ.get("OMP_NUM_THREADS", 0)), "kernel_pid": os.getpid(),
           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-tmp = run_dir / "record.json.tmp"
-tmp.write_text(json.dumps(record))
-os.replace(tmp, run_dir / "record.json")
+finish_record(run_dir, record)
 """
 
 
@@ -139,11 +139,11 @@ def _stub_grid(path: Path, sleep: int, seeds=(0, 1), icl=(0.0, 0.5)) -> Path:
 
 
 def _mtimes(out: Path) -> dict[str, int]:
-    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{folder.RUN_FILE}")}
+    return {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob(f"*/{RECORD_FILE}")}
 
 
 def _info(out: Path, run_id: str) -> dict:
-    return folder.read_json(out / "runs" / run_id / folder.RUN_FILE)
+    return read_record(out / "runs" / run_id)
 
 
 def _cli(*args, cwd: Path) -> subprocess.Popen:
@@ -242,7 +242,7 @@ def test_killed_worker_is_retried_by_ray_and_its_kernel_exits(head, tmp_path, st
     assert (table["status"] == "ok").all() and table["run_id"].is_unique and not table.attrs["lost"]
     again = _info(out, target)
     assert again["attempt"] == 2 and again["pid"] != first["pid"] and again["status"] == "ok"
-    final = notebook.read_record(out / "runs" / target)["kernel_pid"]
+    final = read_record(out / "runs" / target)["kernel_pid"]
     kernels = [int(p.name.split("-")[1].split(".")[0]) for p in (out / "runs" / target).glob("kernel-*.started")]
     assert len(kernels) == 2 and final in kernels
     deadline = time.time() + 10
@@ -315,8 +315,8 @@ def test_default_resources_share_a_node_among_workers_runs(head):
 
 
 def test_json_records_are_replaced_whole(tmp_path):
-    path = tmp_path / "ablate.json"
-    folder.write_json(path, {"status": "running"})
-    folder.write_json(path, {"status": "ok", "wall_s": 1.5})
+    path = tmp_path / RECORD_FILE
+    write_record(tmp_path, {"status": "running"})
+    write_record(tmp_path, {"status": "ok", "wall_s": 1.5})
     assert json.loads(path.read_text()) == {"status": "ok", "wall_s": 1.5}
-    assert [p.name for p in tmp_path.iterdir()] == ["ablate.json"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [RECORD_FILE]  # no temporary file left behind

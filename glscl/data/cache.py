@@ -55,11 +55,6 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, obj)
-
-
 def file_digest(path: str | Path, cache_root: str | Path) -> str:
     """sha256 of a file's bytes, remembered in the index per (resolved path, size, mtime_ns): hashed once."""
     path = Path(path).resolve()
@@ -77,7 +72,8 @@ def file_digest(path: str | Path, cache_root: str | Path) -> str:
                 h.update(block)
         memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
         memo[stamp] = h.hexdigest()
-        _write_json(memo_path, memo)
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(memo_path, memo)
     return memo[stamp]
 
 
@@ -184,7 +180,7 @@ def build_cache(backbone, split: RetrievalSplit, cache_root: str | Path, key: st
         cache = FeatureCache.open(found)
         if any(cache.meta.get(k) != v for k, v in head_meta.items()):  # built before the meta held them
             cache.meta.update(head_meta)
-            _write_json(found / "meta.json", cache.meta)
+            write_json(found / "meta.json", cache.meta)
         return cache
     tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")  # this process's own; removed on any failure
     shutil.rmtree(tmp, ignore_errors=True)

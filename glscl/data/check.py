@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from glscl.data.splits import SPLITS, RetrievalSplit
+from glscl.files import write_json
 
 PUBLISHED_SPLITS: dict[str, tuple[str, dict[str, int]]] = {
     "msrvtt": ("MSR-VTT 9k / 1k-A", {"train+val": 9000, "test": 1000}),
@@ -124,9 +124,7 @@ class CheckReport:
                 "sample_fps": self.sample_fps, "ok": not self.errors,
                 "splits": {k: asdict(v) for k, v in self.splits.items()}, "estimates": self.estimates,
                 "errors": [asdict(p) for p in self.errors], "warnings": [asdict(p) for p in self.warnings]}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_json(path, data, indent=1)
         return path
 
 

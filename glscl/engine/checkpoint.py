@@ -25,7 +25,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from glscl.config import RunConfig, load_config, save_config
-from glscl.files import atomic_write
+from glscl.files import atomic_write, write_text
 
 PICKLE_REFUSED = "is a pickle; glscl loads only safetensors/weights-only files (it holds objects or code: refused unread)"
 
@@ -42,7 +42,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, cfg: RunConfig, *, voc
     atomic_write(folder / "model.safetensors", lambda p: save_model(model, str(p)))
     atomic_write(folder / "config.yaml", lambda p: save_config(cfg, p))
     if vocab is not None:
-        atomic_write(folder / "vocab.json", lambda p: p.write_text(json.dumps(list(vocab))))
+        write_text(folder / "vocab.json", json.dumps(list(vocab)))
     if train_state is not None:
         save_train_state(folder, train_state)
     return folder

@@ -16,8 +16,10 @@ and its loss (``glscl.losses.create_loss``) for both routes; ``loss.pem_weight >
 prompt entity modeling (end to end only).
 
 The checkpoint evaluated on test is the one that scored best on the validation split. The
-results folder (``<out_dir>/<name>``) gets metrics.json: one flat record that pandas reads, plus,
-when the config carries the paper's numbers (``reference``), one ``reference`` entry holding them.
+results folder (``<out_dir>/<name>``) gets, as the run's last step, its one record: metrics.json
+(``glscl.engine.record``), one flat object that pandas reads (status "ok", the metrics on test,
+steps, epochs, the timings cache_s, train_s and eval_s, the head's settings), plus, when the
+config carries the paper's numbers (``reference``), one ``reference`` entry holding them.
 
 Nothing silent, nothing lost. Before any data is read, the results folder is checked: when it
 holds a run of another config the run stops, naming the fields that differ
@@ -44,6 +46,7 @@ from glscl.data.video import ClipTransform
 from glscl.engine import distributed as dist
 from glscl.engine.checkpoint import load_weights
 from glscl.engine.evaluate import evaluate_cached, evaluate_decoded
+from glscl.engine.record import finish_record
 from glscl.engine.resources import check_memory
 from glscl.engine.results_folder import FolderLock, check_run_folder, run_folder, start_fresh, write_run_files
 from glscl.engine.train import Batches, Trainer, cached_batches, decoded_batches, generators_kept, resolve_device, seed_everything
@@ -161,7 +164,8 @@ class Outcome:
 
 def run(cfg: RunConfig, *, progress: bool = True, resume: bool = True, overwrite: bool = False,
         stop_after_epoch: int | None = None) -> dict:
-    """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the metrics record.
+    """Train ``cfg`` and evaluate its validation-selected checkpoint on test; returns the run's record
+    (what metrics.json holds, ``glscl.engine.record``).
 
     ``resume``: continue from ``checkpoints/last`` when the results folder holds a run of the same
     config (False: start over; the old folder is renamed to ``<name>.old-<time>``). ``overwrite``:
@@ -186,7 +190,7 @@ def _run(cfg: RunConfig, options: Options) -> dict:
     route = _run_cached if cfg.data.cache_dir else _run_decoded
     outcome = route(cfg, splits, device, options)
     run_dir, trainer, sim = run_folder(cfg), outcome.trainer, outcome.sim
-    record = {"name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
+    record = {"status": "ok", "name": cfg.name, "dataset": cfg.data.dataset, "eval_split": "test", "selected_on": "val",
               **outcome.metrics, **world_probes(cfg, sim, splits["test"]),
               "train_steps": trainer.step, "epochs": trainer.epoch, "best_val_score": trainer.best_score,
               "cache_s": outcome.cache_s, "train_s": trainer.train_seconds, "eval_s": outcome.eval_s,
@@ -200,8 +204,8 @@ def _run(cfg: RunConfig, options: Options) -> dict:
         if skipped:
             write_json(Path(run_dir) / "skipped.json", skipped)
             print(f"skipped {len(skipped)} bad items (data.skip_bad=true); listed in {Path(run_dir) / 'skipped.json'}")
-        write_json(Path(run_dir) / "metrics.json", record)
         atomic_write(Path(run_dir) / "test_similarity.pt", lambda tmp: torch.save(sim, tmp))
+        finish_record(run_dir, record)  # last: a complete record means a finished run
     return record
 
 

@@ -36,7 +36,7 @@ from glscl.data.world.specs import (
     reverse_clip,
     speed_for,
 )
-from glscl.files import atomic_write
+from glscl.files import write_text
 from glscl.progress import progress_bar
 
 MP4_PARAMS = ("-crf", "4", "-threads", "1", "-movflags", "+faststart")  # near-lossless, one thread per file
@@ -200,10 +200,6 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         raise RuntimeError(f"{path}: ffmpeg failed ({reason[0]})")
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence]) -> str:

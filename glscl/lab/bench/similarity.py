@@ -41,7 +41,6 @@ What is measured, and how
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -52,6 +51,7 @@ from typing import Any
 
 import torch
 
+from glscl.files import write_json
 from glscl.lab.bench.cost import extrapolate, fit_flop_model, per_block_flops
 from glscl.lab.bench.heads import ALPRO_VTM, HEAD_TITLES, GLSCLHead, alpro_pair_flops, glscl_per_block_similarity, make_heads
 from glscl.lab.bench.measure import PeakMemory, RandomFeatures, count_flops_shapes_only, matmul_gflops, measure_cell, time_call
@@ -227,7 +227,7 @@ def _run(s: dict) -> dict:
 
     out = Path(s["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(_jsonable(record), indent=1))
+    write_json(out / "bench.json", _jsonable(record), indent=1)
     if not s["no_figure"]:
         save_growth(record, out / "bench.png")
     _log(f"[bench] wrote {out / 'bench.json'}" + ("" if s["no_figure"] else f" and {out / 'bench.png'}")

@@ -40,8 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from glscl.config import ConfigError
-from glscl.lab.grids.folder import RUN_FILE, read_json, run_paths, write_json
-from glscl.lab.grids.notebook import RECORD_FILE, record_problem
+from glscl.engine.fingerprint import differences
+from glscl.engine.record import LEGACY_FILES, read_record, record_problem, update_record, write_record
+from glscl.lab.grids.folder import run_paths
+from glscl.lab.grids.notebook import NOTEBOOK_NEEDS
 from glscl.lab.grids.spec import RunSpec
 
 RETRIES = 2  # times Ray starts a run again after its worker or node was lost
@@ -190,21 +192,25 @@ def _stderr_to(path: Path):
 
 def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, cwd: str, fields: dict,
                 fingerprint: str) -> tuple[str, str, float]:
-    """Execute the run notebook for ``run`` with papermill and record the outcome in ablate.json
-    (``glscl.lab.grids.folder``). Returns (run_id, 'ok' or 'failed', wall seconds)."""
+    """Execute the run notebook for ``run`` with papermill, keeping the attempt in the run's record
+    (``glscl.engine.record``; what it holds: ``glscl.lab.grids.folder``): written afresh when the
+    attempt starts (status running), completed when it ends (wall_s, finished; status failed with
+    error and traceback_tail). Returns (run_id, 'ok' or 'failed', wall seconds)."""
     import papermill as pm
     from nbclient.exceptions import DeadKernelError
     run_dir, nb_out, log = run_paths(out, run.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     nb_out.parent.mkdir(parents=True, exist_ok=True)
-    previous = read_json(run_dir / RUN_FILE)
-    attempt = previous.get("attempt", 0) + 1 if previous.get("fingerprint") == fingerprint else 1
-    (run_dir / RECORD_FILE).unlink(missing_ok=True)  # ok needs this attempt's record
+    previous = read_record(run_dir)  # an earlier attempt (of the earlier layout too)
+    same = isinstance(previous.get("fields"), dict) and not differences(previous["fields"], fields)
+    attempt = previous.get("attempt", 0) + 1 if same else 1
+    for name in LEGACY_FILES:  # the earlier layout's files of this run: its record below replaces them
+        (run_dir / name).unlink(missing_ok=True)
     cpus, threads, gpus = _take_resources()
     info = {"run_id": run.run_id, "status": "running", "attempt": attempt, "fingerprint": fingerprint, "host": platform.node(),
             "pid": os.getpid(), "cpus": cpus, "threads": threads, "gpus": gpus, "started": _now(), "notebook": str(nb_out),
             "overrides": run.overrides, "fields": fields}
-    write_json(run_dir / RUN_FILE, info)
+    write_record(run_dir, info)  # replaces an earlier attempt's record: ok needs this attempt's
     t0 = time.perf_counter()
     params = dict(name=run.run_id, out_dir=str(Path(out) / "runs"), base=base, overrides=run.overrides, quick=quick,
                   prepare_world=False, progress=False)
@@ -223,7 +229,7 @@ def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, c
                     raise
                 with open(log, "a") as f:
                     f.write("glscl ablate: the kernel died (killed from outside, e.g. out of memory); starting it again\n")
-        problem = record_problem(run_dir)
+        problem = record_problem(run_dir, NOTEBOOK_NEEDS)
         if problem:
             outcome = {"status": "failed", "error": f"the notebook ended without a complete record ({problem})", "traceback_tail": ""}
     except DeadKernelError as e:
@@ -238,5 +244,6 @@ def execute_run(run: RunSpec, out: str, notebook: str, base: str, quick: bool, c
         outcome = {"status": "failed", "error": (error.strip().splitlines() or [error])[0],
                    "traceback_tail": "\n".join(tb.strip().splitlines()[-25:])}
     wall = time.perf_counter() - t0
-    write_json(run_dir / RUN_FILE, {**info, **outcome, "wall_s": wall, "finished": _now()})
+    # the attempt's keys again: a kernel started anew after run() finished (a kernel retry) leaves run()'s record alone
+    update_record(run_dir, **{**info, **outcome}, wall_s=wall, finished=_now())
     return run.run_id, outcome["status"], wall

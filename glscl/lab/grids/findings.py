@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from glscl.files import write_json, write_text
 from glscl.lab.grids.figures import figures_for_grid, fmt_value, summary_table
 from glscl.lab.grids.folder import read_table
 from glscl.lab.grids.stats import against_reference, paired, reference_config, resolution_line
@@ -222,7 +223,7 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
         parts += [_markdown_table(summary_table(table, spec)), ""]
         parts += reference_lines(table, spec, spec.metrics[0])
     text = "\n".join(parts)
-    out.write_text(text)
+    write_text(out, text)
     return text
 
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid {g}: glscl {' '.join(command)}", flush=True)
             rc = subprocess.call([sys.executable, "-m", "glscl.cli", *command])
             timings[g] = timings.get(g, 0.0) + (time.perf_counter() - t0)  # resumed runs add up
-            timing_file.write_text(json.dumps(timings, indent=2))
+            write_json(timing_file, timings)
             status = status or rc
     for g in grids:  # figures are regenerated from the tables; stale copies go
         shutil.rmtree(out.parent / "findings" / g, ignore_errors=True)

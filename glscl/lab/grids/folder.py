@@ -4,25 +4,28 @@ Layout::
 
     grid.yaml                  the grid file as last run
     grid.json                  the grid's fingerprint: sha256 of grid.yaml, and the config every run starts
-                               from (base + fixed, + quick) as the results-changing fields that
-                               glscl.engine.results_folder fingerprints
-    runs/<run_id>/             the run's results folder (record.json, metrics.json, curve.csv, config.yaml, ...)
-                               and ablate.json, the grid's record of the run (below)
+                               from (base + fixed, + quick) as the results-changing fields
+                               (``glscl.engine.fingerprint``)
+    runs/<run_id>/             the run's results folder (metrics.json, curve.csv, config.yaml, checkpoints/, ...)
     notebooks/<run_id>.ipynb   the executed run notebook, kept for every run (failed ones too)
     logs/<run_id>.log          what the run's kernel printed to stderr
-    results.csv                the tidy table: one row per run, rebuilt from runs/ every time
+    results.csv                the tidy table: one row per run, rebuilt from the runs' records every time
     figures/                   PNG, PDF and SVG figures (glscl.lab.grids.figures)
     replaced-<time>/           runs set aside by --overwrite (nothing is deleted)
 
-ablate.json is written atomically (``glscl.engine.checkpoint.atomic_write``: a temporary file
-unique to the process, renamed over it) when a run starts and again when it ends: status
-(running, ok, failed), attempt (the times the run was started in this folder), the fingerprint
-and fields of its config, host, pid (the Ray worker), cpus, threads, gpus, started, notebook; at
-the end wall_s and finished, and for a failed run error and traceback_tail. A run is ok exactly
-when ablate.json says ok, which is written after the notebook's record.json, and that record
-parses and holds the run's metrics: a run killed at any point, or whose record is torn or
-incomplete, is pending (and runs again, with a one-line note naming the file), never ok with
-missing metrics or wall time.
+Each run has one record, ``runs/<run_id>/metrics.json`` (``glscl.engine.record``), the truth for both
+its results and its state in the grid. The grid writes it when an attempt starts (status running,
+attempt: the times the run was started in this folder, the fingerprint and fields of its config,
+host, pid (the Ray worker), cpus, threads, gpus, started, notebook), ``run()`` writes its metrics
+and timings into it as its last step, the notebook adds prepare_s and run_s, and the grid adds
+wall_s and finished when the attempt ends; a failed run's record says status failed, with error
+(one line) and traceback_tail. Every write is atomic. A run is ok exactly when its record says ok
+and holds t2v_R@1, run_s and wall_s (``GRID_NEEDS``): a run killed at any point, or whose record is
+torn or incomplete, is pending (and runs again, with a one-line note naming the file), never ok
+with missing metrics or wall time. results.csv is derived: rebuilt from the records.
+
+Earlier grid folders kept the grid's state in ``runs/<run_id>/ablate.json`` beside record.json; such
+runs are read from those files (``glscl.engine.record.read_record``), so a rerun skips the finished ones.
 
 Fingerprints: a rerun into an existing folder first compares the stored fields with the grid's
 (the base + fixed config; keys the grid varies are left out) and with every started run's. Any
@@ -34,18 +37,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from glscl.config import ConfigError, RunConfig
-from glscl.files import atomic_write, write_json
-from glscl.lab.grids.notebook import read_record, record_problem
+from glscl.engine.fingerprint import describe_differences, differences, fingerprint, fingerprint_fields
+from glscl.engine.record import read_record, record_problem
+from glscl.engine.results_folder import FINGERPRINT_FILE
+from glscl.files import atomic_write, write_json, write_text
+from glscl.lab.grids.notebook import NOTEBOOK_NEEDS
 from glscl.lab.grids.spec import GridSpec, expand, load_grid
 
-GRID_FILE, GRID_STAMP, RUN_FILE = "grid.yaml", "grid.json", "ablate.json"
-_RECORD_SKIP = {"name"}  # record.json keys that repeat what the table already says
+GRID_FILE, GRID_STAMP = "grid.yaml", "grid.json"
+GRID_NEEDS = (*NOTEBOOK_NEEDS, "wall_s")  # numbers the record of a run a grid finished holds
+ATTEMPT_KEYS = ("run_id", "status", "attempt", "fingerprint", "fields", "host", "pid", "cpus", "threads", "gpus",
+                "started", "notebook", "overrides", "wall_s", "finished", "error", "traceback_tail")
+"""What the grid writes into a run's record about the attempt (``glscl.lab.grids.cluster``); the rest is the run's."""
+_RECORD_SKIP = {"name"}  # record keys that repeat what the table already says
 _SHOWN = 4  # differing fields named in an error line
 
 
@@ -67,49 +75,31 @@ def run_paths(out: str | Path, run_id: str) -> tuple[Path, Path, Path]:
 
 
 def run_status(run_dir: Path) -> str:
-    """'ok' (ablate.json says ok and record.json holds the run's metrics), 'failed', or 'pending' (not
-    run, running, stopped, or a record that is torn or incomplete: ``record_problem``)."""
-    status = read_json(Path(run_dir) / RUN_FILE).get("status")
-    if status == "ok" and record_problem(run_dir) is None:
+    """'ok' (the run's record says ok and holds ``GRID_NEEDS``), 'failed', or 'pending' (not run, running,
+    stopped, or a record that is torn or incomplete: ``glscl.engine.record.record_problem``)."""
+    if record_problem(run_dir, GRID_NEEDS) is None:
         return "ok"
-    return "failed" if status == "failed" else "pending"
+    return "failed" if read_record(run_dir).get("status") == "failed" else "pending"
 
 
 def torn_records(out: str | Path, run_ids) -> list[str]:
-    """One note per run that ablate.json calls ok but whose record.json is torn or incomplete (it runs again)."""
+    """One note per run whose record exists but is torn, unreadable or says ok while incomplete (it runs again)."""
     notes = []
     for run_id in run_ids:
         run_dir = run_paths(out, run_id)[0]
-        if read_json(run_dir / RUN_FILE).get("status") == "ok":
-            problem = record_problem(run_dir)
-            if problem:
-                notes.append(f"note: {problem}; the run is pending and runs again")
+        problem = record_problem(run_dir, GRID_NEEDS)
+        if problem and not problem.endswith(": missing") and read_record(run_dir).get("status") not in ("running", "failed"):
+            notes.append(f"note: {problem}; the run is pending and runs again")
     return notes
 
 
 # -- fingerprints -----------------------------------------------------------------------------------
 
-def config_fields(cfg: RunConfig) -> dict[str, Any]:
-    """The results-changing fields of a config (``glscl.engine.results_folder.fingerprint_fields``), as JSON stores them."""
-    from glscl.engine.results_folder import fingerprint_fields
-    return json.loads(json.dumps(fingerprint_fields(cfg), default=str))
-
-
-def fingerprint(fields: dict[str, Any]) -> str:
-    """sha256 (hex) of ``fields`` as sorted JSON."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def grid_stamp(spec: GridSpec, base_cfg: RunConfig) -> dict:
     """What grid.json holds: the grid file's sha256 and the fields of the config every run starts from."""
     text = Path(spec.source).read_bytes() if spec.source and Path(spec.source).is_file() else b""
-    fields = {k: v for k, v in config_fields(base_cfg).items() if k != "train.seed"}
+    fields = {k: v for k, v in fingerprint_fields(base_cfg).items() if k != "train.seed"}
     return {"grid_sha256": hashlib.sha256(text).hexdigest(), "fingerprint": fingerprint(fields), "fields": fields}
-
-
-def _differences(old: dict, new: dict, skip: set | frozenset = frozenset()) -> list[str]:
-    keys = [k for k in dict.fromkeys([*new, *old]) if k not in skip and old.get(k, "(absent)") != new.get(k, "(absent)")]
-    return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in keys]
 
 
 def differing_runs(out: str | Path, stamp: dict, run_fields: dict[str, dict], vary: set[str]) -> tuple[list[str], str]:
@@ -119,26 +109,25 @@ def differing_runs(out: str | Path, stamp: dict, run_fields: dict[str, dict], va
     notes, ids = [], []
     stored = read_json(out / GRID_STAMP)
     if stored.get("fields") is not None:
-        diff = _differences(stored["fields"], stamp["fields"], skip=vary)
+        diff = differences(stored["fields"], stamp["fields"], skip=vary)
         if diff:
-            notes.append(f"{out} was run with another base or fixed settings ({_shorten(diff)})")
+            notes.append(f"{out} was run with another base or fixed settings ({describe_differences(diff, _SHOWN)})")
     for run_id, fields in run_fields.items():
-        record = read_json(run_paths(out, run_id)[0] / RUN_FILE)
-        if not record:
-            continue  # never started here
-        if record.get("fingerprint") != fingerprint(fields):
+        run_dir = run_paths(out, run_id)[0]
+        stored = read_record(run_dir).get("fields")
+        if not isinstance(stored, dict):  # a record without them (torn): the fields run() stored
+            stored = read_json(run_dir / FINGERPRINT_FILE).get("fields")
+        if not isinstance(stored, dict):
+            continue  # nothing ran here that says which config: never started, or a record torn before run() began
+        diff = differences(stored, fields)
+        if diff:
             ids.append(run_id)
             if len(notes) < 1:
-                diff = _differences(record.get("fields") or {}, fields) if "fields" in record else ["no fingerprint stored"]
-                notes.append(f"{out}/runs/{run_id} was run with another config ({_shorten(diff)})")
+                notes.append(f"{out}/runs/{run_id} was run with another config ({describe_differences(diff, _SHOWN)})")
     if not notes:
         return [], ""
     more = f" ({len(ids)} runs differ)" if len(ids) > 1 else ""
     return ids, notes[0] + more
-
-
-def _shorten(diff: list[str]) -> str:
-    return ", ".join(diff[:_SHOWN]) + (f" and {len(diff) - _SHOWN} more" if len(diff) > _SHOWN else "")
 
 
 def check_folder(out: str | Path, stamp: dict, run_fields: dict[str, dict], vary: set[str], overwrite: bool) -> list[str]:
@@ -151,31 +140,11 @@ def check_folder(out: str | Path, stamp: dict, run_fields: dict[str, dict], vary
     return ids
 
 
-def set_aside(out: str | Path, run_ids: list[str]) -> Path | None:
-    """Move the runs' folders, notebooks and logs to ``<out>/replaced-<YYYYmmdd-HHMMSS>/`` (nothing is deleted)."""
-    if not run_ids:
-        return None
-    out = Path(out)
-    target = out / time.strftime("replaced-%Y%m%d-%H%M%S")
-    n = 1
-    while target.exists():
-        n += 1
-        target = out / time.strftime(f"replaced-%Y%m%d-%H%M%S-{n}")
-    for run_id in run_ids:
-        for path in run_paths(out, run_id):
-            if path.exists():
-                dest = target / path.relative_to(out)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(path), dest)
-    return target
-
-
 def write_grid_files(out: str | Path, spec: GridSpec, stamp: dict) -> None:
     """grid.yaml (the grid file as run) and grid.json (its fingerprint), both atomically."""
     out = Path(out)
     if spec.source and Path(spec.source).is_file():
-        text = Path(spec.source).read_text()
-        atomic_write(out / GRID_FILE, lambda tmp: tmp.write_text(text))
+        write_text(out / GRID_FILE, Path(spec.source).read_text())
     write_json(out / GRID_STAMP, stamp)
 
 
@@ -185,9 +154,9 @@ def collect(spec: GridSpec, out: str | Path):
     """The tidy table of a grid folder: one row per run of the grid, rebuilt from ``<out>/runs``.
 
     Columns: run_id, status, the varying keys (empty where a key was irrelevant), seed, every
-    field of record.json (metrics; cache_s/train_s/eval_s from run(); prepare_s; run_s = time
-    inside run()), wall_s = the notebook's wall time, overhead_s = wall_s - run_s, attempt, host,
-    error (failed runs).
+    field the run wrote into its record (metrics; cache_s/train_s/eval_s from run(); prepare_s;
+    run_s = time inside run()), wall_s = the notebook's wall time, overhead_s = wall_s - run_s,
+    attempt, host, error (failed runs). The grid's other keys of the record (``ATTEMPT_KEYS``) stay out.
     """
     import pandas as pd
     cols = spec.columns
@@ -197,15 +166,15 @@ def collect(spec: GridSpec, out: str | Path):
         row: dict[str, Any] = {"run_id": r.run_id, "status": run_status(d)}
         row.update({cols[k]: r.values.get(k, math.nan) for k in spec.vary})
         row["seed"] = r.seed
-        info = read_json(d / RUN_FILE)
+        info = read_record(d)
         if row["status"] == "ok":
-            for k, v in read_record(d).items():
-                if k not in _RECORD_SKIP and k not in row:
+            for k, v in info.items():
+                if k not in _RECORD_SKIP and k not in ATTEMPT_KEYS and k not in row:
                     row[k] = v
             row.update(wall_s=info["wall_s"], overhead_s=info["wall_s"] - row.get("run_s", math.nan))
         elif row["status"] == "failed":
             row.update(wall_s=info.get("wall_s", math.nan), error=info.get("error", ""))
-        if info:
+        if "attempt" in info:
             row.update(attempt=info.get("attempt"), host=info.get("host"))
         rows.append(row)
     return _int_columns(pd.DataFrame(rows), spec)
@@ -242,7 +211,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def write_table(spec: GridSpec, out: str | Path):
-    """Rebuild ``<out>/results.csv`` from the run folders (atomically) and return the table."""
+    """Rebuild ``<out>/results.csv`` from the runs' records (atomically) and return the table."""
     table = collect(spec, out)
     atomic_write(Path(out) / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
     return table

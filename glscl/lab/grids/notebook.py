@@ -10,30 +10,30 @@ In: the notebook's parameters (papermill injects them)
     prepare_world  generate the world and pre-train the tiny CLIP first (reused when present)
     progress       progress bars
 
-Out: ``<out_dir>/<name>/record.json`` (``RECORD_FILE``), written atomically as the run's last step by
-``run_and_record``: the metrics record of ``glscl.engine.run.run`` (what metrics.json holds) plus
+Out: the run's one record, ``<out_dir>/<name>/metrics.json`` (``glscl.engine.record``): what
+``glscl.engine.run.run`` writes as its last step, to which ``run_and_record`` adds, through the same
+writer,
 
     prepare_s      seconds spent preparing the world and the tiny CLIP (0 when not asked for)
     run_s          seconds inside ``run()`` (data, cache, training, evaluation)
 
-The notebook has finished a run when its record.json parses and holds the metrics (``record_problem``) (in a grid, the run is ok once the
-grid's ablate.json, written after it, says so: ``glscl.lab.grids.folder``). Besides it, the results
-folder holds what ``run()`` writes (config.yaml, metrics.json, curve.csv, checkpoints/, ...).
+The notebook has finished a run when that record is complete and holds both (in a grid, the run is
+ok once the grid has added the attempt's wall time to it: ``glscl.lab.grids.folder``). Besides it,
+the results folder holds what ``run()`` writes (config.yaml, curve.csv, checkpoints/, ...).
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from glscl.config import RunConfig, build_config, describe
-from glscl.files import write_json
+from glscl.config import RunConfig, build_config
+from glscl.engine.fingerprint import flat
+from glscl.engine.record import update_record
 
-RECORD_FILE = "record.json"
-RECORD_METRICS = ("t2v_R@1", "run_s")  # numbers every finished run's record holds
+__all__ = ["notebook_path", "flat", "run_config", "run_and_record", "NOTEBOOK_NEEDS"]
+
+NOTEBOOK_NEEDS = ("t2v_R@1", "run_s")  # numbers the record of a run the notebook finished holds
 
 
 def notebook_path() -> Path:
@@ -42,11 +42,6 @@ def notebook_path() -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the run notebook is missing from the glscl package (package data glscl/lab/run.ipynb)")
     return path
-
-
-def flat(cfg: RunConfig) -> dict[str, Any]:
-    """Every field of ``cfg`` by its dotted name ('model.num_queries' -> cfg.model.num_queries)."""
-    return {k: functools.reduce(getattr, k.split("."), cfg) for k, _, _ in describe()}
 
 
 def run_config(base: str | None, overrides: dict | None = None, *, name: str | None = None, out_dir: str | None = None,
@@ -60,7 +55,8 @@ def run_config(base: str | None, overrides: dict | None = None, *, name: str | N
 
 
 def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = False, progress: bool = True) -> dict:
-    """Prepare the world (optional), ``run(cfg)``, and write ``<out_dir>/<name>/record.json``; returns the record."""
+    """Prepare the world (optional), ``run(cfg)``, and add prepare_s and run_s to its record
+    (``<out_dir>/<name>/metrics.json``); returns ``run``'s record with them."""
     from glscl.engine.embedded import prepare_embedded
     from glscl.engine.run import run
 
@@ -69,29 +65,6 @@ def run_and_record(cfg: RunConfig, *, prepare_world: bool = True, quick: bool = 
         prepare_embedded(cfg.data.root, quick=quick, progress=progress, world=cfg.data.world)
     t1 = time.perf_counter()
     record = run(cfg, progress=progress)
-    record = {**record, "prepare_s": t1 - t0, "run_s": time.perf_counter() - t1}
-    write_json(Path(cfg.out_dir) / cfg.name / RECORD_FILE, record)
-    return record
-
-
-def record_problem(run_dir: str | Path) -> str | None:
-    """Why a run's record.json does not show a finished run (missing, torn, not an object, metrics
-    missing or not numbers), naming the file; None when it does."""
-    path = Path(run_dir) / RECORD_FILE
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return f"{path}: missing"
-    except (OSError, ValueError) as e:
-        return f"{path}: torn or unreadable ({str(e).splitlines()[0][:80]})"
-    if not isinstance(record, dict):
-        return f"{path}: not a JSON object"
-    missing = [k for k in RECORD_METRICS if not isinstance(record.get(k), (int, float)) or isinstance(record.get(k), bool)]
-    return f"{path}: incomplete (no {', '.join(missing)})" if missing else None
-
-
-def read_record(run_dir: str | Path) -> dict:
-    """A run's record.json ({} when absent, unreadable or incomplete: ``record_problem``)."""
-    if record_problem(run_dir):
-        return {}
-    return json.loads((Path(run_dir) / RECORD_FILE).read_text())
+    times = {"prepare_s": t1 - t0, "run_s": time.perf_counter() - t1}
+    update_record(Path(cfg.out_dir) / cfg.name, **times)
+    return {**record, **times}

@@ -7,9 +7,9 @@
 The grid file format and its expansion into runs: ``glscl.lab.grids.spec``. Each run is one
 papermill execution of the run notebook shipped with the package (what goes in and what comes out:
 ``glscl.lab.grids.notebook``), as a Ray task (where, with which resources, what a lost worker or
-a killed command does: ``glscl.lab.grids.cluster``). The grid folder (layout, ablate.json, the
-fingerprints that keep a changed grid from mixing with an old folder, results.csv):
-``glscl.lab.grids.folder``.
+a killed command does: ``glscl.lab.grids.cluster``). The grid folder (layout, each run's one record,
+the fingerprints that keep a changed grid from mixing with an old folder, results.csv derived from
+the records): ``glscl.lab.grids.folder``.
 
 Resumable: a finished run is skipped; a run killed half-way runs again and resumes from its last
 checkpoint; a failed run is skipped until ``--rerun-failed`` (which runs only those). ``--shard i/n``
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from glscl.config import ConfigError, ConfigTypeError, RunConfig
+from glscl.engine.fingerprint import fingerprint_fields, move_aside
 from glscl.engine.results_folder import FolderLock
 from glscl.lab.grids import cluster, folder
 from glscl.lab.grids.folder import collect, read_table, run_paths, run_status
@@ -102,7 +103,7 @@ def run_grid(grid: str | Path | GridSpec, out: str | Path | None = None, *, work
     for r in shard(expand(spec), *shard_spec):
         try:
             configs[r.run_id] = run_config(base, r.overrides, name=r.run_id, out_dir=str(out / "runs"), quick=quick)
-            fields[r.run_id] = folder.config_fields(configs[r.run_id])
+            fields[r.run_id] = fingerprint_fields(configs[r.run_id])
         except ConfigError as e:  # e.g. out of range: recorded as the run's failure when it executes
             invalid[r.run_id] = str(e)
             fields[r.run_id] = {**stamp["fields"], **r.overrides}
@@ -149,8 +150,9 @@ def _run_locked(spec, out, shard_spec, rerun_failed, overwrite, stamp, fields, c
                 address, cpus_per_run, gpus_per_run, progress, figures):
     """``run_grid`` with the grid folder locked."""
     replace = folder.check_folder(out, stamp, fields, set(spec.vary), overwrite)
-    if replace:
-        print(f"glscl ablate: {len(replace)} runs made with other settings moved to {folder.set_aside(out, replace)}", file=sys.stderr)
+    if replace:  # each run's folder, notebook and log, to one replaced-<time>/
+        aside = move_aside(out, out / "replaced-{time}", [p for run_id in replace for p in run_paths(out, run_id)])
+        print(f"glscl ablate: {len(replace)} runs made with other settings moved to {aside}", file=sys.stderr)
     runs, todo = plan(spec, out, shard_spec, rerun_failed)
     for note in folder.torn_records(out, [r.run_id for r in runs]):
         print(f"glscl ablate: {note}", file=sys.stderr)

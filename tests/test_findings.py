@@ -337,3 +337,21 @@ def test_bars_only_for_counts_from_zero_points_otherwise():
     points = [x for c in fig.axes[1].containers for x in c.lines[0].get_xdata()]
     assert sorted(points) == pytest.approx([0.1 * i + 0.01 for i in range(len(LONG))])
 
+
+def test_a_claim_also_reports_v2t_and_twin_accuracy(tmp_path):
+    from glscl.lab.grids.findings import claim_lines
+
+    spec = _grid(tmp_path, "")
+    rows = []
+    for run in grids.expand(spec):
+        both = run.values["model.interaction"] == "both"
+        rows.append({"status": "ok", "seed": run.seed, "interaction": run.values["model.interaction"],
+                     "num_queries": run.values.get("model.num_queries"), "t2v_R@1": 10.0 + run.seed + 2 * both,
+                     "v2t_R@1": 8.0 + (1.0 + run.seed) * both, "twin_accuracy": 60.0 - 5 * both})
+    table = pd.DataFrame(rows)
+    claim = {"claim": "both beats global", "a": {"interaction": "both", "num_queries": 8}, "b": {"interaction": "global"}}
+    lines = claim_lines(claim, table)
+    # v2t: differences 1, 2, 3 over seeds 0-2: mean 2, sd 1, half-width t(0.975, 2) / sqrt(3) = 2.48
+    assert lines[1] == "  - v2t_R@1: 10.0 vs 8.0, paired difference +2.0 ± 2.5 (n=3): not resolved at this power."
+    assert lines[2] == "  - twin_accuracy: 55.0 vs 60.0, paired difference -5.0 ± 0.0 (n=3): contradicted."
+    assert len(claim_lines(claim, table.drop(columns="twin_accuracy"))) == 2

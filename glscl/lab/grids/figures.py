@@ -10,11 +10,17 @@ A configuration with one seed gets no interval. Figures clip intervals of R@K an
   of a categorical key (e.g. the interaction mode); levels for which the numeric key is irrelevant
   (global-only has no queries) are drawn as a dashed horizontal reference with its band;
 * ``metric_heatmap``: the mean over two numeric keys (e.g. ICL x IDL weights), annotated mean +- half-width;
-* ``bar_plot``: bars per level of a categorical key (optionally grouped by a second one);
+* ``bar_plot``: a row per level of a categorical key (optionally grouped by a second one), drawn
+  horizontally: a bar from 0 for R@K (a percentage of captions), a point with its interval for any
+  other metric (cosines, ranks, accuracies with chance 50: a bar's length would mean nothing);
+* ``configuration_plot``: one point per configuration, labelled by what differs from the reference,
+  for grids whose keys do not cross (one change at a time);
 * ``reference_plot``: each configuration minus the grid file's ``reference``, paired by seed
-  (``glscl.lab.grids.stats``), with the resolution line;
-* ``figures_for_grid``: picks those that fit what the grid varies; every figure is written as PNG,
-  PDF and SVG.
+  (``glscl.lab.grids.stats``), with the resolution line; green/red only for metrics with a better
+  direction (``stats.DIRECTION``), one neutral colour for diagnostics;
+* ``figures_for_grid``: picks those that fit what the grid varies, never a mark that averages
+  configurations differing in a key it does not show (``pools``); every figure is written as PNG,
+  PDF and SVG. Legends sit outside the axes.
 """
 from __future__ import annotations
 
@@ -185,9 +191,9 @@ def _rows_height(labels: list[str], per_row: int = 1) -> float:
 
 
 def _caption(fig, text: str, fontsize: str = "x-small"):
-    """The figure's title, each line wrapped to the figure's width (about 17 characters an inch at x-small)."""
-    width = int(fig.get_size_inches()[0] * (17 if fontsize == "x-small" else 14))
-    fig.suptitle("\n".join(textwrap.fill(line, max(width, 40)) for line in text.split("\n")), fontsize=fontsize)
+    """The figure's title, each line wrapped to the figure's width and its labels (about 17 characters an inch at x-small)."""
+    width = int((fig.get_size_inches()[0] + 1.5) * (17 if fontsize == "x-small" else 14))  # + the row labels' column
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=fontsize)
 
 
 def _legend_outside(ax, title: str):
@@ -425,7 +431,8 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
     if len(numeric) == 1 and categorical and "best_val_score" in table:
         col, x = categorical[0], numeric[0]
         best = best_by_validation(table, col, x).copy()
-        best[col] = [f"{c}\n{SHORT.get(x, x)}={fmt_value(k)}" if not is_missing(k) else str(c) for c, k in zip(best[col], best[x])]
+        best[col] = [f"{fmt_value(c)}\n{SHORT.get(x, x)}={fmt_value(k)}" if not is_missing(k) else fmt_value(c)
+                     for c, k in zip(best[col], best[x])]
         if pools(best, [col], varying):
             pooled = True
         else:

@@ -38,6 +38,8 @@ the embedded preset), and ``<grid>-objects``, the same file on the objects world
 OBJECTS = "-objects"
 OBJECTS_BASE = "embedded-objects"
 KINDS = ("single", "while", "then")
+OTHER_METRICS = ("v2t_R@1", "twin_accuracy")
+"""Metrics each claim also reports below its headline metric, where the grid's table has them."""
 MECHANISM = (("frame_cosine", "frame cosine (backbone features, one video)"),
              ("global_captioned_mass", "global weight on the captioned frames"),
              ("global_captioned_chance", "  ... what uniform weights give"),
@@ -63,7 +65,8 @@ def _cond(c: dict) -> str:
 
 def claim_lines(claim: dict, table: pd.DataFrame, world: str = "scenes") -> list[str]:
     """The markdown of one claim on one world: verdict, effect and interval, per-seed differences,
-    resolution, and the verdict per caption kind where the records hold R@1 per kind."""
+    resolution; then the same difference a - b of each of ``OTHER_METRICS`` the table has (interval and
+    verdict), the claim's ``also`` diagnostics, and the verdict per caption kind where the records hold R@1 per kind."""
     metric = claim.get("metric", "t2v_R@1")
     d = paired(table, claim["a"], claim["b"], metric)
     if d.n == 0:
@@ -72,6 +75,12 @@ def claim_lines(claim: dict, table: pd.DataFrame, world: str = "scenes") -> list
              f"{d.b:.1f} ({_cond(claim['b'])}); paired difference {d.mean:+.1f} ± {d.hw:.1f} "
              f"(95 % t, n={d.n} seeds; per seed {', '.join(f'{x:+.1f}' for x in d.diffs)}). "
              f"Resolution: {d.resolution()}."]
+    for other in OTHER_METRICS:
+        if other != metric and other in table.columns:
+            o = paired(table, claim["a"], claim["b"], other)
+            if o.n:
+                lines.append(f"  - {other}: {o.a:.1f} vs {o.b:.1f}, paired difference {o.mean:+.1f} ± {o.hw:.1f} "
+                             f"(n={o.n}): {o.verdict}.")
     for extra in claim.get("also", []):
         e = paired(table, claim["a"], claim["b"], extra)
         if e.n:
@@ -200,7 +209,8 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
     parts += threads_lines(threads_file)
     parts += ["## Verdicts", "",
               "Each claim on the scenes world (the embedded default), and on the objects world where its grid "
-              "runs there too; below each, the same difference per caption kind (t2v R@1 of the captions of "
+              "runs there too; below each, the same difference in video-to-text R@1 and twin accuracy (where the "
+              "grid measures it), in the claim's diagnostics, and per caption kind (t2v R@1 of the captions of "
               "one kind, ranked against the whole gallery).", ""]
     for claim in claims:
         for job in (claim["grid"], claim["grid"] + OBJECTS):

@@ -7,7 +7,9 @@
 * ``verdict``: supported (interval above 0), contradicted (below 0) or not resolved at this power;
 * ``seeds_to_resolve``: the smallest n with ``t(0.975, n-1) * sd / sqrt(n) <= 1`` point at the
   measured sd of ``d``;
-* ``against_reference``: every configuration of a grid paired with its ``reference`` (grid file).
+* ``against_reference``: every configuration of a grid paired with its ``reference`` (grid file);
+* ``DIRECTION`` / ``better_direction``: which way a metric is better (+1 higher, -1 lower), None for a
+  diagnostic (a query cosine, an effective rank, an entropy, a coverage: neither way is better).
 
 A configuration is a mapping column -> value (``None`` for a key that does not apply, e.g. K of the
 global-only head); values compare as numbers when both are numbers (8 == 8.0), else as text.
@@ -24,6 +26,18 @@ import pandas as pd
 # two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+DIRECTION = {**{f"{d}_R@{k}": +1 for d in ("t2v", "v2t") for k in (1, 5, 10, 50)},
+             **{f"{d}_{r}": -1 for d in ("t2v", "v2t") for r in ("MdR", "MnR")},
+             "twin_accuracy": +1, "best_val_score": +1}
+"""Metric -> +1 where higher is better (R@K, twin accuracy, the validation score), -1 where lower is better
+(median and mean rank). Metrics not listed are diagnostics: no direction is better."""
+
+
+def better_direction(metric: str) -> int | None:
+    """+1 (higher is better), -1 (lower is better) or None (a diagnostic); 't2v_R@1:single' reads as 't2v_R@1'."""
+    return DIRECTION.get(metric.split(":")[0])
 
 
 def t_quantile(df: int) -> float:

@@ -5,8 +5,9 @@
 Each grid runs with ``glscl ablate`` into ``runs/grids/<name>`` (resumable: a rerun skips finished
 runs), then the page is rendered from the grids' ``results.csv``: per grid its figures and its table
 (copied next to the page, ``docs/findings/<grid>/``: ``results.csv`` and ``grid.yaml``, so that
-``glscl.lab.grids.folder.read_table`` reads them there; the tutorials quote them), its summary table, every configuration minus the grid file's ``reference``
-paired by seed with the resolution line (``glscl.lab.grids.stats``), and its wall time; per claim (``ablations/findings/claims.yaml``) the
+``glscl.lab.grids.folder.read_table`` reads them there; the tutorials quote them), its summary table,
+every configuration minus the grid file's ``reference`` paired by seed with the resolution line
+(``glscl.lab.grids.stats``), and its wall time; per claim (``ablations/findings/claims.yaml``) the
 difference between two configurations paired by seed, with a 95 % t-interval, and a verdict:
 
 * **supported**: the interval lies above 0 (in the claim's favour);

@@ -118,3 +118,22 @@ def test_the_reference_figure_and_the_findings_page_lines(tmp_path):
     assert any(line.startswith("Resolution (t2v_R@1") for line in lines)
     assert claim_lines({"claim": "x", "a": {"num_queries": 4}, "b": {"interaction": "global"}}, table) == [
         "- **x** (scenes): no paired runs found (num_queries=4 vs interaction=global)."]
+
+
+@pytest.mark.slow
+def test_the_shipped_tables_render_the_shipped_findings_page(tmp_path):
+    """docs/findings/<grid>/results.csv (what the tutorials quote) is the data docs/findings.md was rendered
+    from: rendering the page from those folders gives the page, word for word, and copies the tables along."""
+    pytest.importorskip("seaborn")
+    import json
+    from pathlib import Path
+
+    from glscl.lab.grids.findings import GRIDS, render
+
+    root = Path(__file__).resolve().parents[1]
+    docs = root / "docs"
+    timings = json.loads((docs / "findings" / "timings.json").read_text())
+    text = render(list(GRIDS), docs / "findings", tmp_path / "findings.md", root / "ablations" / "findings" / "claims.yaml", timings)
+    assert text == (docs / "findings.md").read_text()
+    for g in GRIDS:
+        assert (tmp_path / "findings" / g / "results.csv").read_bytes() == (docs / "findings" / g / "results.csv").read_bytes()

@@ -355,3 +355,23 @@ def test_a_claim_also_reports_v2t_and_twin_accuracy(tmp_path):
     assert lines[1] == "  - v2t_R@1: 10.0 vs 8.0, paired difference +2.0 ± 2.5 (n=3): not resolved at this power."
     assert lines[2] == "  - twin_accuracy: 55.0 vs 60.0, paired difference -5.0 ± 0.0 (n=3): contradicted."
     assert len(claim_lines(claim, table.drop(columns="twin_accuracy"))) == 2
+
+
+@pytest.mark.slow
+def test_the_shipped_tables_render_the_shipped_findings_page(tmp_path):
+    """docs/findings/<grid>/results.csv (what the tutorials quote) is the data docs/findings.md was rendered
+    from: rendering the page from those folders gives the page, word for word, and copies the tables along."""
+    pytest.importorskip("seaborn")
+    import json
+    from pathlib import Path
+
+    from glscl.lab.grids.findings import GRIDS, render
+
+    root = Path(__file__).resolve().parents[1]
+    docs = root / "docs"
+    timings = json.loads((docs / "findings" / "timings.json").read_text())
+    text = render(list(GRIDS), docs / "findings", tmp_path / "findings.md", root / "ablations" / "findings" / "claims.yaml", timings,
+                  root / "benchmarks" / "results" / "threads.json")
+    assert text == (docs / "findings.md").read_text()
+    for g in GRIDS:
+        assert (tmp_path / "findings" / g / "results.csv").read_bytes() == (docs / "findings" / g / "results.csv").read_bytes()

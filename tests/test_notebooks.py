@@ -28,10 +28,14 @@ MUST_PRINT = {
                               "the order-blind model ties on every one", "**Answer: 2**"],
     "02_model_step_by_step": ["S == S_g + lambda S_l: True", "c^v (6, 8, 64)", "The GLSCL head trained now into",
                               "frame order reaches the features", "**Answer: ", "the global interaction alone is blind to order"],
-    "03_losses": ["16 pairs", "IDL makes the trained queries more distinct", "nearly collapsed queries"],
+    "03_losses": ["16 pairs", "IDL makes the trained queries more distinct", "nearly collapsed queries",
+                  "**Answer: 4**", "written by `make findings`"],
     "04_train_and_evaluate": ["S matches test_similarity.pt: True", "rank of the caption's own video",
-                              "of the 3 splits reused", "Query diversity on the test split"],
-    "05_efficiency": ["counts at the paper's shapes", "No measured record", "not reproduced by counting"],
+                              "of the 3 splits reused", "Query diversity on the test split",
+                              "the evaluated checkpoint is the validation curve's best epoch", "Separately trained heads",
+                              "the findings page (docs/findings.md) quotes the same paired differences", "**Answer: 'same'**"],
+    "05_efficiency": ["counts at the paper's shapes", "No measured record", "not reproduced by counting",
+                      "**Answer: 'less than half'**"],
     "06_why_local_queries": ["trained now into", "the caption describes part of the video", "**Answer: ",
                              "IDL keeps the query outputs apart"],
 }
@@ -60,6 +64,43 @@ def test_tutorial_is_committed_clean(name):
     assert "import" in code and "from glscl" in code
     assert "class " not in code, "tutorials import the method from the package; they do not define it"
     assert "claim(" in code, "a tutorial checks the sentences of its story"
+
+
+def test_each_tutorial_here_has_an_exercise_the_notebook_answers():
+    for name in ("03_losses", "04_train_and_evaluate", "05_efficiency"):
+        nb = _read(name)
+        params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert "prediction = None" in params.source, name
+        assert "tutorial.exercise(prediction, answer," in "\n".join(c.source for c in nb.cells if c.cell_type == "code"), name
+
+
+def test_efficiency_counts_in_flops_and_states_the_convention_once():
+    """One unit: FLOPs (2 per multiply-add). Multiply-adds are named only where the convention is stated."""
+    cells = _read("05_efficiency").cells
+    mentions = [i for i, c in enumerate(cells) if "multiply-add" in c.source]
+    assert mentions == [0], mentions
+    assert "1 multiply-add as 2 FLOPs" in cells[0].source
+    text = "\n".join(c.source for c in cells)
+    assert "GMAC" not in text.replace("PAPER_GMACS", "") and "GFLOP " not in text and "GFLOP\"" not in text
+
+
+def test_readme_collapse_numbers_are_the_losses_grid_s():
+    """The README's 'video-query cosine A vs B' (IDL 1.0 vs 0, ICL 0.1) is what docs/findings/losses/results.csv
+    gives, the file `make findings` writes and notebook 03 quotes."""
+    import re
+
+    import pandas as pd
+
+    root = NOTEBOOKS.parent
+    readme = (root / "README.md").read_text()
+    quoted = re.search(r"video-query cosine (\d\.\d\d) vs (\d\.\d\d)", readme)
+    assert quoted, "the README quotes the collapse numbers"
+    table = pd.read_csv(root / "docs" / "findings" / "losses" / "results.csv")
+    runs = table[(table["status"] == "ok") & (table["icl_weight"] == 0.1)]
+    means = [runs[runs["idl_weight"] == w]["video_query_cos"].mean() for w in (1.0, 0.0)]
+    assert [float(x) for x in quoted.groups()] == [round(m, 2) for m in means]
+    code = "\n".join(c.source for c in _read("03_losses").cells if c.cell_type == "code")
+    assert '"losses"' in code and "video_query_cos" in code
 
 
 def test_world_and_clip_setup_and_optimisation_come_from_the_package():
@@ -170,6 +211,42 @@ def test_split_encoder_starts_one_set_of_workers(tiny_world, tiny_clip, monkeypa
         assert sum(len(f) for f, _ in blocks) == split.num_videos
         assert len(started) == 1, f"{len(started)} worker sets started for one pass (progress={progress!r})"
         assert started[0]._shutdown, "the pass ends with its workers shut down"
+
+
+@pytest.mark.slow
+def test_a_planted_contradiction_stops_a_tutorial(tmp_path):
+    """05 with one checked sentence made false (GLSCL's per-pair cost said to be 2Td + 2T² + 4Kd): the run
+    stops at that sentence, so a tutorial whose text drifts from what it computes fails its test."""
+    nb = _read("05_efficiency")
+    cell = next(c for c in nb.cells if "2 * T * d + 2 * T * T + 2 * K * d" in c.source)
+    cell.source = cell.source.replace("2 * K * d", "4 * K * d").replace("2Kd", "4Kd")
+    planted = tmp_path / "planted.ipynb"
+    nbformat.write(nb, planted)
+    with pytest.raises(pm.PapermillExecutionError, match=r"no longer holds: per pair, GLSCL costs 2Td \+ 2T² \+ 4Kd"):
+        pm.execute_notebook(str(planted), str(tmp_path / "out.ipynb"), parameters={"quick": True},
+                            kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False, log_output=False,
+                            execution_timeout=240)
+
+
+@pytest.mark.slow
+def test_a_planted_findings_table_stops_the_training_tutorial(tiny_world, tiny_clip, tmp_path, shared_cache):
+    """04 quotes the separately trained heads from the findings data and checks that the page says the same:
+    a results table changed after the page was rendered (local only made 3 points better) stops the run."""
+    import shutil
+
+    import pandas as pd
+
+    planted = tmp_path / "default-objects"
+    shutil.copytree(NOTEBOOKS.parent / "docs" / "findings" / "default-objects", planted)
+    table = pd.read_csv(planted / "results.csv")
+    local = table["interaction"] == "local"
+    table.loc[local, "t2v_R@1"] = table.loc[local, "t2v_R@1"] + 3.0
+    table.to_csv(planted / "results.csv", index=False)
+    parameters = {**_parameters("04_train_and_evaluate", tiny_world, tiny_clip, tmp_path, shared_cache), "findings": str(planted)}
+    with pytest.raises(pm.PapermillExecutionError, match="no longer holds: the findings page"):
+        pm.execute_notebook(str(NOTEBOOKS / "04_train_and_evaluate.ipynb"), str(tmp_path / "out.ipynb"), parameters=parameters,
+                            kernel_name="python3", cwd=str(NOTEBOOKS), progress_bar=False, log_output=False,
+                            execution_timeout=240)
 
 
 # -- the report notebook -------------------------------------------------------------------------------

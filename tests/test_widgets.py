@@ -106,16 +106,47 @@ def test_figure_shows_differences_from_the_caption_s_own_video(explorer):
     f = explorer.features
     caption, own = f.captions[0], int(f.caption_video[0])
     fig = explorer.figure(caption, k=3)
-    bars = fig.axes[-1]
+    panels = [ax for ax in fig.axes if ax.collections]        # the difference panels (the strips have no dots)
+    bars = panels[-1]
     lam = explorer.head.cfg.local_weight
     legend = [t.get_text() for t in bars.get_legend().get_texts()]
     assert sorted(legend) == sorted(["difference in global S_g", f"difference in local {lam:g}·S_l", "difference in S"])
     rows = explorer.example_rows(caption, 3)
     assert any(r["index"] == own for r in rows)                # the caption's video is always drawn
     s_own = float(explorer.similarity()[0, own])
-    dots = bars.collections[0].get_offsets()[:, 0]             # the dots mark S - S(own video), one per row
+    dots = np.concatenate([ax.collections[0].get_offsets()[:, 0] for ax in panels])   # S - S(own video), one per row
     np.testing.assert_allclose(dots, [r["score"] - s_own for r in rows], atol=1e-5)
     assert bars.get_xlabel() == "score minus the caption's video's"
+    plt.close(fig)
+
+
+def test_each_difference_panel_fits_its_own_differences():
+    """Rows below the top k get their own panel: a twin 0.002 below the caption's video is not drawn on
+    the top videos' 0.15 scale."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from glscl.lab.ui.retrieval_figure import plot_retrieval
+
+    def row(rank, s_g, s_l, role=None):
+        return {"rank": rank, "index": rank, "video_id": f"v{rank}", "score": s_g + s_l, "parts": {"global": s_g, "local": s_l},
+                "match": role == "match", "role": role}
+
+    rows = [row(1, 1.15, 0.05), row(2, 1.1, 0.04), row(76, 1.0, 0.01, "match"), row(78, 1.001, 0.0065, "twin")]
+    frames = lambda i: (np.zeros((2, 4, 4, 3), np.uint8), np.ones(2, bool))  # noqa: E731
+    fig = plot_retrieval("c", rows, frames)
+    panels = [ax for ax in fig.axes if ax.collections]
+    assert len(panels) == 2
+    for ax, expected in zip(panels, ([0.19, 0.13], [0.0, -0.0025])):
+        dots = ax.collections[0].get_offsets()[:, 0]
+        np.testing.assert_allclose(dots, expected, atol=1e-9)
+        widest = max(abs(x) for x in (*expected, 0.15 if expected[0] else 0.0035))  # largest bar or dot
+        lo, hi = ax.get_xlim()
+        assert hi - lo < 3 * widest, (ax.get_xlim(), widest)
+    plt.close(fig)
+    fig = plot_retrieval("c", rows[:3], frames)                 # only the caption's video below the top: one panel
+    assert len([ax for ax in fig.axes if ax.collections]) == 1
     plt.close(fig)
 
 

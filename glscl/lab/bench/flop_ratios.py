@@ -7,7 +7,7 @@ gives its FLOPs for any N x M: the ratios at 1k x 1k, or at 1k x 100k, are exact
 a d term do not shrink alike.) Times need a measured run: ``glscl bench`` writes them to bench.json.
 
     models = count_models()                       # about ten seconds on a CPU
-    ratio_table(models, 1000, 1000)               # GFLOP, per pair, ratios to GLSCL (whole head, pairwise stage)
+    ratio_table(models, 1000, 1000)               # GFLOPs, per pair, ratios to GLSCL (whole head, pairwise stage)
     per_block()                                   # the released code's per-tile evaluation, FLOPs and result
     paper_shapes(json.load(open("runs/bench/bench.json")))   # is a saved record at the paper's shapes?
 """
@@ -74,13 +74,13 @@ def ratio_table(models: dict[str, FlopModel], n: int, m: int) -> pd.DataFrame:
     GLSCL's whole head and by GLSCL's pairwise stage alone (S_g + lambda S_l, no per-item work)."""
     g = models["glscl"]
     whole, pair = g(n, m), g.stage("pair", n, m)
-    return pd.DataFrame({name: {"title": HEAD_TITLES[name], "GFLOP": mdl(n, m) / 1e9, "FLOPs per pair": mdl(n, m) / (n * m),
+    return pd.DataFrame({name: {"title": HEAD_TITLES[name], "GFLOPs": mdl(n, m) / 1e9, "FLOPs per pair": mdl(n, m) / (n * m),
                                 "vs GLSCL (whole head)": mdl(n, m) / whole, "vs GLSCL pairwise stage": mdl(n, m) / pair}
                          for name, mdl in models.items()}).T
 
 
 def growth(models: dict[str, FlopModel], n: int, sizes) -> pd.DataFrame:
-    """GFLOP of each head (columns) for n texts against each gallery size M (rows)."""
+    """GFLOPs (10^9 FLOPs, 2 per multiply-add) of each head (columns) for n texts against each gallery size M (rows)."""
     return pd.DataFrame({name: [mdl(n, m) / 1e9 for m in sizes] for name, mdl in models.items()},
                         index=pd.Index(list(sizes), name="M"))
 

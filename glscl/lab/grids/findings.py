@@ -3,9 +3,11 @@
     python -m glscl.lab.grids.findings [--grids default,losses,...] [--out docs/findings.md] [--render-only]
 
 Each grid runs with ``glscl ablate`` into ``runs/grids/<name>`` (resumable: a rerun skips finished
-runs), then the page is rendered from the grids' ``results.csv``: per grid its figures (copied
-next to the page), its summary table, every configuration minus the grid file's ``reference``
-paired by seed with the resolution line (``glscl.lab.grids.stats``), and its wall time; per claim (``ablations/findings/claims.yaml``) the
+runs), then the page is rendered from the grids' ``results.csv``: per grid its figures and its table
+(copied next to the page, ``docs/findings/<grid>/``: ``results.csv`` and ``grid.yaml``, so that
+``glscl.lab.grids.folder.read_table`` reads them there; the tutorials quote them), its summary table,
+every configuration minus the grid file's ``reference`` paired by seed with the resolution line
+(``glscl.lab.grids.stats``), and its wall time; per claim (``ablations/findings/claims.yaml``) the
 difference between two configurations paired by seed, with a 95 % t-interval, and a verdict:
 
 * **supported**: the interval lies above 0 (in the claim's favour);
@@ -222,6 +224,9 @@ def render(grids: list[str], grid_root: Path, out: Path, claims_file: Path, timi
             parts += [f"## {g}", "", "Not run.", ""]
             continue
         table, spec = tables[g]
+        (fig_root / g).mkdir(parents=True, exist_ok=True)
+        for name in ("results.csv", "grid.yaml"):   # the data this section is rendered from
+            shutil.copyfile(grid_root / g / name, fig_root / g / name)
         ok = int((table["status"] == "ok").sum())
         parts += [f"## {g}", "", f"({world_of(g)} world) " + spec.description.strip(), "",
                   f"{ok} of {len(table)} runs finished; seeds {spec.seeds}.", ""]

@@ -3,7 +3,9 @@
 ``plot_retrieval`` (what ``RetrievalExplorer.figure`` draws): with the caption's own video among the rows,
 every score is shown as its difference from that video's, part by part (``difference_bars``: the
 differences that decide a ranking can be a thousandth of the score); otherwise the parts themselves
-(``score_bars``, stacked).
+(``score_bars``, stacked). The rows below the top k (the caption's own video and its twin or neighbour at
+their true ranks) get a panel of their own, each panel's axis fitted to its own differences: the
+difference to a twin can be a hundredth of the top videos'.
 """
 from __future__ import annotations
 
@@ -42,16 +44,19 @@ def _finish(ax, y, labels, matches, xlabel: str, legend_columns: int, title: str
         if hit:
             tick.set_color("#2ca02c")
             tick.set_fontweight("bold")
-    ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=legend_columns, frameon=False)
+    if legend_columns:
+        ax.legend(fontsize=SMALL, loc="upper center", bbox_to_anchor=(0.5, 0), borderaxespad=3.5, ncol=legend_columns,
+                  frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
     return ax
 
 
 def difference_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str], matches: Sequence[bool] | None = None,
-                    title: str | None = None, colours: Sequence[str] | None = None):
+                    title: str | None = None, colours: Sequence[str] | None = None, legend: bool = True):
     """Each item's score minus the reference item's, part by part: one bar per part (side by side)
-    and a dot with its value for the difference in S (the sum of the parts' differences).
+    and a dot with its value for the difference in S (the sum of the parts' differences). The x axis
+    spans the largest |difference| drawn (bars and dots), so small differences stay visible.
 
     ``parts``: legend label -> one difference per item (0 for the reference itself). A negative
     difference in S means the item scores below the reference: for retrieval, the caption's own
@@ -70,7 +75,7 @@ def difference_bars(ax, parts: dict[str, Sequence[float]], labels: Sequence[str]
     for yi, t in zip(y, total):
         ax.text(span * 1.08, yi, f"{t:+.4f}", va="center", ha="left", fontsize=SMALL)
     ax.set_xlim(-span * 1.1, span * 1.55)
-    return _finish(ax, y, labels, matches, "score minus the caption's video's", 1, title)
+    return _finish(ax, y, labels, matches, "score minus the caption's video's", 1 if legend else 0, title)
 
 
 ROLE_NOTES = {"match": "the caption's video", "twin": "its time-reversed twin", "variant": "its one-detail neighbour (one word apart)"}
@@ -99,7 +104,6 @@ def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int]
         note = f"  <- {ROLE_NOTES.get(role, role)}" if role else ""
         show_strip(frames, mask, ax=ax, labels=[""] * len(frames),
                    title=f"#{row['rank']} {row['video_id']}  S = {row['score']:.4f}{note}", title_size=SMALL + 1)
-    ax = fig.add_subplot(grid[:, 1])
     names = list(rows[0]["parts"]) if rows else []
     labels, colours = labels or {}, colours or {}
     ticks = [f"#{r['rank']} {r['video_id']}" for r in rows]
@@ -107,10 +111,20 @@ def plot_retrieval(caption: str, rows: Sequence[dict], frames_of: Callable[[int]
     palette = [colours.get(n, f"C{i}") for i, n in enumerate(names)]
     own = next((r for r in rows if r.get("match")), None)
     if own is None:
-        score_bars(ax, {labels.get(n, n): [r["parts"][n] for r in rows] for n in names}, ticks, matches,
-                   title="score parts", colours=palette)
+        score_bars(fig.add_subplot(grid[:, 1]), {labels.get(n, n): [r["parts"][n] for r in rows] for n in names}, ticks,
+                   matches, title="score parts", colours=palette)
     else:
-        difference_bars(ax, {f"difference in {labels.get(n, n)}": [r["parts"][n] - own["parts"][n] for r in rows] for n in names},
-                        ticks, matches, title="vs the caption's video", colours=palette)
+        diffs = {n: [r["parts"][n] - own["parts"][n] for r in rows] for n in names}
+        top = next((i for i, r in enumerate(rows) if r["rank"] != i + 1), k)   # rows 0..top-1: ranks 1..top
+        below = [abs(sum(diffs[n][i] for n in names)) + sum(abs(diffs[n][i]) for n in names) for i in range(top, k)]
+        groups = [(0, top), (top, k)] if 0 < top < k and max(below) > 0 else [(0, k)]
+        panels = grid[:, 1].subgridspec(len(groups), 1, height_ratios=[b - a for a, b in groups], hspace=0.55)
+        for g, (a, b) in enumerate(groups):
+            last = g == len(groups) - 1
+            ax = difference_bars(fig.add_subplot(panels[g]), {f"difference in {labels.get(n, n)}": v[a:b] for n, v in diffs.items()},
+                                 ticks[a:b], matches[a:b], colours=palette, legend=last,
+                                 title="vs the caption's video" if g == 0 else "below the top (own x scale)")
+            if not last:
+                ax.set_xlabel("")
     fig.suptitle(title or f"\"{caption}\"", fontsize=10, x=0.02, ha="left")
     return fig

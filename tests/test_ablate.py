@@ -16,7 +16,7 @@ from conftest import tiny_run_config
 from glscl.cli import main as cli_main
 from glscl.config import ConfigError, build_config, load_config, save_config
 from glscl.engine.record import RECORD_FILE, read_record, write_record
-from glscl.lab.grids import cluster, figures, folder, notebook, runner, stats
+from glscl.lab.grids import cluster, figures, folder, notebook, runner, stats, summaries
 from glscl.lab.grids import spec as grids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -406,8 +406,8 @@ def test_figures_for_each_kind_of_grid(tmp_path):
         names = [name] + (["bars_interaction_best_num_queries"] if name.startswith("num_queries") else [])
         assert sorted(p.name for p in paths) == sorted(f"{n}.{ext}" for n in names for ext in ("png", "pdf", "svg")), paths
         assert all(p.stat().st_size > 1000 for p in paths)
-        assert figures.findings(table, spec).startswith("Metric:")
-        assert len(figures.summary_table(table, spec)) == len(table) // 3
+        assert summaries.findings(table, spec).startswith("Metric:")
+        assert len(summaries.summary_table(table, spec)) == len(table) // 3
 
 
 def test_t_interval_by_hand():

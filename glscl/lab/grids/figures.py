@@ -1,10 +1,10 @@
-"""Figures and summaries of an ablation grid's tidy table (``results.csv`` written by glscl.lab.grids.runner).
+"""Figures of an ablation grid's tidy table (``results.csv`` written by glscl.lab.grids.runner).
 
 Error bars and bands are **95 % Student-t intervals over seeds**: mean +- t(0.975, n-1) * sd / sqrt(n),
-computed here (``summarize``) rather than bootstrapped, because grids have few seeds (with 2 seeds a
+computed in ``glscl.lab.grids.summaries`` (``summarize``) rather than bootstrapped, because grids have few seeds (with 2 seeds a
 bootstrap interval is just the range of the two values; the t-interval is wide, as it should be).
 A configuration with one seed gets no interval. Figures clip intervals of R@K and accuracies to
-[0, 100] when drawing; tables and ``findings`` give them unclipped.
+[0, 100] when drawing; the summaries give them unclipped.
 
 * ``line_plot``: a metric against a numeric key (e.g. the number of queries K), one line per level
   of a categorical key (e.g. the interaction mode); levels for which the numeric key is irrelevant
@@ -28,65 +28,28 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from glscl.lab.grids.stats import (  # noqa: E402
+from glscl.lab.grids.stats import (
     against_reference,
     better_direction,
     is_missing,
     mean_ci,
-    paired,
     reference_config,
     resolution_line,
     select,
 )
+from glscl.lab.grids.summaries import SHORT, best_by_validation, fmt_value, label_of, present, summarize
 
 FORMATS = ("png", "pdf", "svg")
-LABELS = {"t2v_R@1": "text-to-video R@1", "t2v_R@5": "text-to-video R@5", "v2t_R@1": "video-to-text R@1",
-          "twin_accuracy": "twin accuracy (chance 50)", "num_queries": "number of queries K",
-          "icl_weight": "ICL weight", "idl_weight": "IDL weight"}
-def summarize(table: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """Per configuration (the ``by`` columns; empty values kept as a level): n, mean, ci (half-width), lo, hi."""
-    ok = table[table["status"] == "ok"] if "status" in table else table
-    rows = []
-    for key, group in ok.groupby(by, dropna=False, sort=True) if by else [((), ok)]:
-        key = key if isinstance(key, tuple) else (key,)
-        m, hw, n = mean_ci(group[metric])
-        rows.append({**dict(zip(by, key)), "n": n, "mean": m, "ci": hw, "lo": m - hw, "hi": m + hw})
-    return pd.DataFrame(rows, columns=[*by, "n", "mean", "ci", "lo", "hi"])
-
-
-SHORT = {"num_queries": "K"}
-
-
-def fmt_value(value) -> str:
-    """A key's value for labels: integral floats without '.0' (CSV round trips turn ints with gaps into floats)."""
-    if is_missing(value):
-        return "—"
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _clip(metric: str, lo, hi):
     """Interval ends clipped to the metric's range (R@K and accuracies live in [0, 100]) for drawing only."""
     if "R@" in metric or "accuracy" in metric:
         return np.clip(lo, 0, 100), np.clip(hi, 0, 100)
     return lo, hi
-
-
-def _label(name: str) -> str:
-    return LABELS.get(name, name.replace("_", " "))
-
-
-def _metrics(table: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
-    return [m for m in metrics if m in table and table[m].notna().any()]
 
 
 def save(fig, out: str | Path, name: str) -> list[Path]:
@@ -117,7 +80,7 @@ def _as_labels(table: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
 
 def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iterable[str] = ("t2v_R@1",)):
     """Metrics against numeric ``x`` (mean and 95 % t-band per ``hue`` level); returns the figure."""
-    metrics = _metrics(table, metrics)
+    metrics = present(table, metrics)
     fig, axes = _panels(len(metrics))
     table = _as_labels(table, [hue])      # a missing hue value is the level '—'
     levels = list(dict.fromkeys(table.loc[table["status"] == "ok", hue])) if hue else [None]
@@ -141,10 +104,10 @@ def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iter
         if xs and min(xs) > 0 and max(xs) / min(xs) >= 8:
             ax.set_xscale("log", base=2)
         ax.set_xticks([float(v) for v in xs], [format(v, "g") for v in xs])
-        ax.set_xlabel(_label(x))
-        ax.set_ylabel(_label(metric))
+        ax.set_xlabel(label_of(x))
+        ax.set_ylabel(label_of(metric))
     if hue:
-        _legend_outside(axes[-1], _label(hue))
+        _legend_outside(axes[-1], label_of(hue))
     fig.suptitle("mean over seeds, 95 % t-interval", fontsize="small")
     fig.tight_layout()
     return fig
@@ -152,7 +115,7 @@ def line_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Iter
 
 def metric_heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] = ("t2v_R@1",)):
     """Mean of each metric over the (y, x) grid, cells annotated 'mean +- half-width'; returns the figure."""
-    metrics = _metrics(table, metrics)
+    metrics = present(table, metrics)
     fig, axes = _panels(len(metrics), width=4.8, height=4.0)
     for ax, metric in zip(axes, metrics):
         s = summarize(table, [y, x], metric)
@@ -160,13 +123,13 @@ def metric_heatmap(table: pd.DataFrame, x: str, y: str, metrics: Iterable[str] =
         ci = s.pivot(index=y, columns=x, values="ci").reindex_like(mean)
         cell = np.vectorize(lambda m, c: f"{m:.1f}" + ("" if not np.isfinite(c) else f"\n±{c:.1f}"))
         annot = cell(mean.to_numpy(float), ci.to_numpy(float))
-        sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", ax=ax, cbar_kws={"label": _label(metric)},
+        sns.heatmap(mean, annot=annot, fmt="", cmap="viridis", ax=ax, cbar_kws={"label": label_of(metric)},
                     annot_kws={"fontsize": "x-small"})
         ax.set_xticklabels([format(float(v), "g") for v in mean.columns])
         ax.set_yticklabels([format(float(v), "g") for v in mean.index], rotation=0)
-        ax.set_xlabel(_label(x))
-        ax.set_ylabel(_label(y))
-        ax.set_title(_label(metric), fontsize="small")
+        ax.set_xlabel(label_of(x))
+        ax.set_ylabel(label_of(y))
+        ax.set_title(label_of(metric), fontsize="small")
     fig.suptitle("mean over seeds (± 95 % t-interval half-width)", fontsize="small")
     fig.tight_layout()
     return fig
@@ -216,7 +179,7 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
     Each row is one configuration: a bar from 0 (mean, 95 % t-interval) for R@K (``_from_zero``), a point with
     its interval for any other metric. A missing value of ``x`` or ``hue`` (a key that does not apply to some
     runs) is a level of its own, '—'."""
-    metrics = _metrics(table, metrics)
+    metrics = present(table, metrics)
     ok = _as_labels(table[table["status"] == "ok"], [x, hue])
     xs = list(dict.fromkeys(ok[x]))
     hues = list(dict.fromkeys(ok[hue])) if hue else [None]
@@ -244,10 +207,10 @@ def bar_plot(table: pd.DataFrame, x: str, hue: str | None = None, metrics: Itera
             elif pos:
                 ax.errorbar(mean, pos, xerr=err, fmt="o", capsize=3, label=label, color=colors[j])
         _row_ticks(ax, labels, ax is axes[0])
-        ax.set_xlabel(_label(metric))
-    axes[0].set_ylabel(_label(x))
+        ax.set_xlabel(label_of(metric))
+    axes[0].set_ylabel(label_of(x))
     if hue:
-        _legend_outside(axes[-1], _label(hue))
+        _legend_outside(axes[-1], label_of(hue))
     fig.suptitle(title, fontsize="small")
     fig.tight_layout()
     return fig
@@ -281,7 +244,7 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
     Coloured by ``verdict_color``: green better, red worse (for metrics with a better direction), one
     neutral colour for diagnostics. None when no configuration has a seed paired with the reference."""
     ref = reference_config(spec)
-    diffs = {m: against_reference(table, spec, m) for m in _metrics(table, metrics)}
+    diffs = {m: against_reference(table, spec, m) for m in present(table, metrics)}
     diffs = {m: d for m, d in diffs.items() if len(d) and d["difference"].notna().any()}  # e.g. no query cos for global only
     metrics = list(diffs)
     if not metrics:
@@ -297,12 +260,12 @@ def reference_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v_R@1
         ax.axvline(0, color="black", lw=0.8)
         _row_ticks(ax, [_config_label({c: row[c] for c in ref}, ref) for _, row in d.iterrows()], ax is axes[0])
         diagnostic = better_direction(metric) is None
-        ax.set_title(_label(metric) + ("\n(diagnostic: neither way is better)" if diagnostic else ""), fontsize="small")
+        ax.set_title(label_of(metric) + ("\n(diagnostic: neither way is better)" if diagnostic else ""), fontsize="small")
     fig.supxlabel("configuration minus the reference", fontsize="small")
     shown = [m for m in metrics if better_direction(m) is not None]
     caption = ("green: better than the reference, red: worse (the interval excludes 0), grey: not resolved"
                if shown else "")
-    diagnostics = [_label(m) for m in metrics if better_direction(m) is None]
+    diagnostics = [label_of(m) for m in metrics if better_direction(m) is None]
     if diagnostics:
         caption += ("; " if caption else "") + f"{', '.join(diagnostics)}: a diagnostic, one colour (neither way is better)"
     _caption(fig, f"minus the reference ({_config_label(ref, {}, per_line=len(ref))}), paired by seed, 95 % t-interval\n"
@@ -323,7 +286,7 @@ def configuration_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v
     configs = [dict(zip(cols, key if isinstance(key, tuple) else (key,)))
                for key, _ in ok.groupby(cols, dropna=False, sort=False)]
     labels = [_config_label(c, ref) if ref else _config_label(c, {}) for c in configs]
-    metrics = _metrics(table, metrics)
+    metrics = present(table, metrics)
     fig, axes = _panels(len(metrics), width=3.6, height=_rows_height(labels) * len(labels) + 1.3)
     for ax, metric in zip(axes, metrics):
         y = np.arange(len(configs))[::-1]
@@ -336,29 +299,11 @@ def configuration_plot(table: pd.DataFrame, spec, metrics: Iterable[str] = ("t2v
             if np.isfinite(rm):
                 ax.axvline(rm, color="black", lw=0.8, ls="--")
         _row_ticks(ax, labels, ax is axes[0])
-        ax.set_xlabel(_label(metric))
+        ax.set_xlabel(label_of(metric))
     note = f"; dashed: the reference ({_config_label(ref, {}, per_line=len(ref))})" if ref else ""
     _caption(fig, f"one point per configuration: mean over seeds, 95 % t-interval{note}")
     fig.tight_layout()
     return fig
-
-
-def best_by_validation(table: pd.DataFrame, level_col: str, choose_col: str, score: str = "best_val_score") -> pd.DataFrame:
-    """For each level of ``level_col``, keep only the runs whose ``choose_col`` value has the best mean validation score.
-
-    E.g. each interaction mode at its best K, where "best" is decided on the validation split (``best_val_score``
-    of metrics.json: t2v R@1 + R@5 + R@10 on val), never on test. Rows where ``choose_col`` is empty are kept.
-    """
-    ok = table[table["status"] == "ok"]
-    keep = []
-    for _, group in ok.groupby(level_col, sort=False, dropna=False):
-        chosen = group[group[choose_col].isna()]
-        rest = group[group[choose_col].notna()]
-        if len(rest):
-            means = rest.groupby(choose_col)[score].mean()
-            chosen = pd.concat([chosen, rest[rest[choose_col] == means.idxmax()]])
-        keep.append(chosen)
-    return pd.concat(keep) if keep else ok
 
 
 def _varying(table: pd.DataFrame, spec) -> tuple[list[str], list[str]]:
@@ -461,83 +406,3 @@ def figures_for_grid(table: pd.DataFrame, spec, out: str | Path, metrics: Iterab
 
 # -- tables and findings for the report ---------------------------------------------------------
 
-def summary_table(table: pd.DataFrame, spec, metrics: Iterable[str] | None = None) -> pd.DataFrame:
-    """One row per configuration: n seeds and 'mean ± half-width' (95 % t-interval) per metric ('—' where
-    a metric does not apply, e.g. the query cosine of one query); R@K and accuracies to 0.1, others to 0.001."""
-    by = [c for c in spec.columns.values() if c in table]
-    metrics = _metrics(table, metrics or spec.metrics)
-    out = None
-    for metric in metrics:
-        s = summarize(table, by, metric)
-        digits = 1 if "R@" in metric or "accuracy" in metric else 3  # e.g. query cosines live in [-1, 1]
-        s[metric] = ["—" if not np.isfinite(m) else f"{m:.{digits}f}" + ("" if not np.isfinite(c) else f" ± {c:.{digits}f}")
-                     for m, c in zip(s["mean"], s["ci"])]
-        s = s[by + ["n", metric]]
-        out = s if out is None else out.merge(s.drop(columns="n"), on=by, how="outer")
-    if out is None:
-        return pd.DataFrame()
-    if metrics:
-        order = summarize(table, by, metrics[0])["mean"].to_numpy()
-        out = out.iloc[np.argsort(-order, kind="stable")].reset_index(drop=True)
-    for c in by:
-        out[c] = [fmt_value(v) for v in out[c]]
-    return out
-
-
-def _in_words(d) -> str:
-    if d.n == 0:
-        return "no paired seeds"
-    if d.verdict in ("supported", "contradicted"):
-        return "the interval excludes 0"
-    return "the interval includes 0: not resolved with these seeds"
-
-
-def findings(table: pd.DataFrame, spec, metric: str | None = None) -> str:
-    """A few sentences (markdown) computed from the table: best configuration, interaction modes, best K.
-
-    Where a mode has several K, "its K" is the one with the best mean validation score (never chosen on test).
-    """
-    metric = metric or spec.metrics[0]
-    by = [c for c in spec.columns.values() if c in table]
-    ok = table[table["status"] == "ok"]
-    lines = [f"Metric: **{_label(metric)}** on test, mean ± 95 % t-interval over seeds; {len(ok)} of {len(table)} runs finished"
-             + (f", {int((table['status'] == 'failed').sum())} failed." if (table["status"] == "failed").any() else ".")]
-    if ok.empty or metric not in ok:
-        return "\n\n".join(lines)
-    s = summarize(table, by, metric).sort_values("mean", ascending=False)
-
-    def name(row) -> str:
-        return ", ".join(f"{c}={fmt_value(row[c])}" for c in by) or "the configuration"
-
-    def fmt(m, c) -> str:
-        return f"{m:.1f}" + ("" if not np.isfinite(c) else f" ± {c:.1f}")
-    best = s.iloc[0]
-    lines.append(f"Highest test mean: {name(best)}: {fmt(best['mean'], best['ci'])} (n={int(best['n'])}).")
-    has_k = "num_queries" in by and ok["num_queries"].nunique() > 1 and "best_val_score" in ok
-    if "interaction" in by and ok["interaction"].nunique() > 1:
-        chosen = best_by_validation(table, "interaction", "num_queries") if has_k else ok
-        parts, conds = [], {}
-        for mode, group in chosen.groupby("interaction", sort=False):
-            m, hw, n = mean_ci(group[metric])
-            k = group["num_queries"].iloc[0] if "num_queries" in group else None
-            conds[mode] = {c: group[c].iloc[0] for c in by}
-            parts.append(f"{mode}{'' if is_missing(k) or not has_k else f' (K={fmt_value(k)})'}: {fmt(m, hw)}")
-        lines.append("Per interaction mode" + (" (K chosen on validation)" if has_k else "") + ": " + "; ".join(parts) + ".")
-        for mode in ("both", "local"):
-            if mode in conds and "global" in conds:
-                d = paired(table, conds[mode], conds["global"], metric)
-                lines.append(f"{mode} minus global-only, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {_in_words(d)}).")
-    if has_k:
-        groups = ok[ok["num_queries"].notna()].groupby("interaction", sort=False) if "interaction" in by else [("", ok)]
-        for mode, group in groups:
-            val = group.groupby("num_queries")["best_val_score"].mean()
-            per_k = summarize(group, ["num_queries"], metric)
-            curve = ", ".join(f"K={int(r['num_queries'])}: {fmt(r['mean'], r['ci'])}" for _, r in per_k.iterrows())
-            ks = sorted(group["num_queries"].unique())
-            d = paired(group, {"num_queries": ks[-1]}, {"num_queries": ks[0]}, metric)
-            lines.append(f"{mode + ': ' if mode else ''}best K on validation = {int(val.idxmax())}; on test {curve}. "
-                         f"K={int(ks[-1])} minus K={int(ks[0])}, paired by seed: {fmt(d.mean, d.hw)} points (n={d.n}; {_in_words(d)}).")
-    if (s["n"] < 3).any():
-        lines.append("Caution: configurations with fewer than 3 seeds have intervals that rest on one or two "
-                     "differences (t(0.975, 1) = 12.7); equal values give a zero-width interval that is not evidence of precision.")
-    return "\n\n".join(lines)

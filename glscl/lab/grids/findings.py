@@ -30,9 +30,10 @@ import pandas as pd
 import yaml
 
 from glscl.files import write_json, write_text
-from glscl.lab.grids.figures import figures_for_grid, fmt_value, summary_table
+from glscl.lab.grids.figures import figures_for_grid
 from glscl.lab.grids.folder import read_table
 from glscl.lab.grids.stats import against_reference, paired, reference_config, resolution_line
+from glscl.lab.grids.summaries import fmt_value, summary_table
 
 GRIDS = ("default", "losses", "sharing", "variant", "queries", "alpro", "default-objects", "losses-objects")
 """The shipped grids, in the order the page shows them: each grid file on the scenes world (its ``base``,

@@ -37,7 +37,7 @@ MUST_PRINT = {
     "05_efficiency": ["counts at the paper's shapes", "No measured record", "not reproduced by counting",
                       "**Answer: 'less than half'**"],
     "06_why_local_queries": ["trained now into", "the caption describes part of the video", "**Answer: ",
-                             "IDL keeps the query outputs apart"],
+                             "IDL keeps the query outputs apart", "the two interactions split the work"],
 }
 WIDGETS = {"02_model_step_by_step": 1, "04_train_and_evaluate": 2}
 CHECKED = "&#10004;"   # how a checked claim is shown

@@ -11,7 +11,6 @@ difference 2 threads - 1 thread per seed, and the spread over seeds, to ``--out`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -19,6 +18,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from glscl.engine.record import read_record
+from glscl.files import write_json
 
 METRICS = ("t2v_R@1", "v2t_R@1")
 
@@ -31,7 +33,7 @@ def train(threads: int, seed: int, root: Path, tag: str) -> dict:
            f"train.seed={seed}", f"data.cache_dir={root / f'cache-{threads}'}"]
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    record = json.loads((root / name / "metrics.json").read_text())
+    record = read_record(root / name)
     print(f"{name}: t2v R@1 {record['t2v_R@1']:.1f}, v2t R@1 {record['v2t_R@1']:.1f} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     return {m: record[m] for m in METRICS}
@@ -58,7 +60,7 @@ def main() -> None:
               f"{out[m]['seed_sd_1_thread']:.1f} (1 thread), {out[m]['seed_sd_2_threads']:.1f} (2); "
               f"the repeat differs by {out['repeat_difference'][m]:+.1f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(args.out, out)
     print(f"-> {args.out}")
 
 

@@ -417,9 +417,9 @@ def _refuse_ignored(cfg: RunConfig, keys: list[str]) -> None:
     for variant, fields in _VARIANT_ONLY.items():
         unread = [k for k in keys if k in fields and cfg.loss.variant != variant]
         if unread:
-            used = "loss.released_*" if cfg.loss.variant == "released" else "loss.icl_weight and loss.idl_weight"
-            raise ConfigTypeError(f"{unread[0]} is not read under loss.variant={cfg.loss.variant} "
-                              f"(that variant's weights are {used}); drop the override or set loss.variant={variant}")
+            raise ConfigTypeError(f"{unread[0]} is not read under loss.variant={cfg.loss.variant} (that variant's "
+                                  f"weights are {', '.join(_VARIANT_ONLY[cfg.loss.variant])}); drop the override or "
+                                  f"set loss.variant={variant}")
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
